@@ -1,0 +1,1 @@
+"""Publication figures (`optscale plot`, `python -m figures`)."""

@@ -1,0 +1,1 @@
+"""Live adapter: vLLM sampling, verifier scoring and online OptScale stopping (`optscale sample`)."""
