@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import types
 import sys
+import types
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _import(module_name: str) -> types.ModuleType | None:
     """The subcommand's module, or None while that part is not built yet."""
@@ -65,3 +62,7 @@ def _import(module_name: str) -> types.ModuleType | None:
         if error.name != module_name:
             raise
         return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

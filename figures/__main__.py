@@ -1,0 +1,115 @@
+"""`python -m figures`: regenerate the README's figure set from the bundled data.
+
+Runs, with small settings so it finishes in about two minutes on two CPU cores:
+
+1. `optscale replay --demo` (the GPQA-Diamond generative-verifier log shipped with the
+   package; 10 sample orders, dev/test split) -> pareto, samples;
+2. `optscale simulate coverage` (grid population, 20,000 trials per cell, rho in
+   {0, 0.2, 0.5}) -> calibration;
+3. `experiments.estimator_study` (2,000 simulated questions) -> estimator;
+4. the N* figure (no input).
+
+Every step is seeded by `--seed`, so a rerun writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import pathlib
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m figures", description="Regenerate the figure set from the bundled data."
+    )
+    parser.add_argument("--out", default="figures", help="output directory (default: figures/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every study (default 0)")
+    parser.add_argument("--format", default="pdf,png", help="comma-separated: pdf, png, svg")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="keep the studies' result files here (default: a temporary directory)",
+    )
+    return parser
+
+
+@contextlib.contextmanager
+def _results_dir(path: str | None) -> Iterator[pathlib.Path]:
+    if path is not None:
+        yield pathlib.Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="optscale-figures-") as tmp:
+        yield pathlib.Path(tmp)
+
+
+def _optscale(argv: list[str]) -> None:
+    """Runs one `optscale` command in-process; a non-zero exit stops the figure set."""
+    from experiments.cli import main
+
+    print(f"[figures] optscale {' '.join(argv)}", file=sys.stderr)
+    code = main(argv)
+    if code:
+        raise SystemExit(f"python -m figures: `optscale {' '.join(argv)}` exited with {code}")
+
+
+def make_figures(
+    out: str | pathlib.Path, seed: int, formats: Sequence[str], results: pathlib.Path
+) -> list[pathlib.Path]:
+    """Runs the studies into `results` and writes the figure set into `out`.
+
+    Args:
+        out: output directory of the figures.
+        seed: seed of every study.
+        formats: figure formats.
+        results: directory for the studies' result files.
+
+    Returns:
+        The figure files written.
+    """
+    from experiments.estimator_study import COLUMNS, estimator_study
+    from experiments.results import write_csv
+    from figures import plots
+
+    replay_dir, sim_dir, estimator_dir = (results / name for name in ("replay", "sim", "estimator"))
+    seed_text = str(seed)
+    _optscale(["replay", "--demo", "--seed", seed_text, "--out", str(replay_dir)])
+    _optscale(
+        ["simulate", "coverage", "--seed", seed_text, "--trials", "20000",
+         "--alpha", "0.5", "0.8", "0.9", "0.95", "0.99", "--rho", "0", "0.2", "0.5",
+         "--out", str(sim_dir)]
+    )  # fmt: skip
+    print("[figures] estimator study", file=sys.stderr)
+    write_csv(estimator_study(seed=seed), estimator_dir / "estimator.csv", columns=COLUMNS)
+
+    paths = []
+    paths += plots.plot_pareto(replay_dir, out, formats)
+    paths += plots.plot_samples(replay_dir, out, formats)
+    paths += plots.plot_calibration(sim_dir, out, formats)
+    paths += plots.plot_estimator(estimator_dir, out, formats)
+    paths += plots.plot_nstar(out, formats)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m figures`."""
+    from figures.style import parse_formats
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        formats = parse_formats(args.format)
+    except ValueError as error:
+        parser.error(str(error))
+    with _results_dir(args.results) as results:
+        paths = make_figures(args.out, args.seed, formats, results)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

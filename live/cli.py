@@ -1,0 +1,196 @@
+"""`optscale sample`: live Best-of-N with OptScale stopping (vLLM sampler + verifier).
+
+Example (offline, CPU)::
+
+    optscale sample --model smollm2 --verifier judge:smollm2 \\
+        --prompts optscale_jax/data/optscale-official/prompts/gsm8k5.jsonl --out run.jsonl
+    optscale replay run.jsonl ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Adds the arguments of `optscale sample` (imports nothing heavy)."""
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--model", required=True, help="local model folder, or 'smollm2'")
+    io.add_argument(
+        "--verifier",
+        required=True,
+        metavar="KIND:PATH",
+        help="prm:PATH, judge:PATH or orm:PATH (PATH a local folder or 'smollm2')",
+    )
+    io.add_argument(
+        "--prompts",
+        required=True,
+        help="JSONL: 'problem' or 'question', optional 'answer'/'gold', 'id', 'prior'",
+    )
+    io.add_argument("--out", required=True, help="the per-sample JSONL log (appended per wave)")
+    io.add_argument("--resume", action="store_true", help="continue a killed run from --out")
+    io.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    io.add_argument("--summary", default=None, help="also write the run summary as JSON here")
+
+    stop = parser.add_argument_group("OptScale stopping")
+    stop.add_argument("--s-min", type=float, default=0.8, help="score threshold s_min")
+    stop.add_argument("--alpha", type=float, default=0.9, help="confidence level alpha")
+    stop.add_argument("--max-n", type=int, default=8, help="sample cap per question")
+    stop.add_argument("--wave-size", type=int, default=2, help="samples per question per wave")
+    stop.add_argument("--min-samples", type=int, default=1, help="never stop before this")
+    stop.add_argument(
+        "--prior",
+        default=None,
+        help="OptScalet: JSONL of per-id prior centres {id, mu, sigma} (else MLE, OptScale0; "
+        "priors inside the prompts file are used too)",
+    )
+    stop.add_argument(
+        "--prior-scale",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.1),
+        metavar=("MU_SCALE", "SIGMA_SCALE"),
+        help="standard deviations of the Gaussian priors on mu and sigma",
+    )
+
+    gen = parser.add_argument_group("sampling")
+    gen.add_argument("--seed", type=int, default=0, help="run seed (per question and wave)")
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--max-tokens", type=int, default=256, help="generated tokens cap")
+    gen.add_argument("--max-model-len", type=int, default=2048, help="vLLM context length")
+    gen.add_argument("--dtype", default="auto", help="vLLM weights dtype")
+    gen.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="sample from a running OpenAI-compatible server (vllm serve) instead",
+    )
+    gen.add_argument("--served-model", default=None, help="model name on --server")
+    gen.add_argument(
+        "--prompt-template",
+        default=None,
+        help="user message with {question} (default: asks for a \\boxed{} answer)",
+    )
+    gen.add_argument("--answer-kind", default="auto", choices=("auto", "boxed", "number", "choice"))
+
+    ver = parser.add_argument_group("verifier")
+    ver.add_argument(
+        "--aggregation",
+        default="mean",
+        choices=("mean", "min", "last", "prod"),
+        help="PRM step aggregation (the paper: mean)",
+    )
+    ver.add_argument("--prm-head", default="auto", choices=("auto", "token", "causal"))
+    ver.add_argument(
+        "--judge-prompt",
+        default=None,
+        help="judge user message with {question} and {answer} (a string or a file)",
+    )
+    ver.add_argument("--verifier-batch-size", type=int, default=8)
+    ver.add_argument(
+        "--verifier-max-length", type=int, default=None, help="truncate inputs to this"
+    )
+
+
+def _check_positive(value: int, name: str) -> None:
+    if value < 1:
+        raise ValueError(f"{name}: must be >= 1, got {value}")
+
+
+def build_sampler(args: argparse.Namespace, model_path: str | None):
+    """The sampler the arguments ask for (OpenAI client with --server, else vLLM)."""
+    from live.samplers import OpenAISampler, VLLMSampler
+
+    common = dict(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+    if args.server:
+        return OpenAISampler(args.server, model=args.served_model, **common)
+    return VLLMSampler(
+        model_path,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        engine_seed=args.seed,
+        **common,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `optscale sample`; prints the summary as `name: value` lines."""
+    from live.models import offline_environment, resolve_model
+
+    offline_environment()
+    from live import loop
+    from live.verifiers import build_verifier, parse_verifier_spec
+
+    for name in ("max_tokens", "max_model_len", "verifier_batch_size"):
+        _check_positive(getattr(args, name), "--" + name.replace("_", "-"))
+    if not 0.0 < args.top_p <= 1.0:
+        raise ValueError(f"--top-p: must be in (0, 1], got {args.top_p}")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature: must be >= 0, got {args.temperature}")
+    parse_verifier_spec(args.verifier)
+    priors = loop.read_priors(args.prior) if args.prior else None
+    questions = loop.read_prompts(args.prompts, priors)
+    if args.limit is not None:
+        _check_positive(args.limit, "--limit")
+        questions = questions[: args.limit]
+    template = args.prompt_template or loop.DEFAULT_PROMPT_TEMPLATE
+    config = loop.LoopConfig(
+        s_min=args.s_min,
+        alpha=args.alpha,
+        max_n=args.max_n,
+        wave_size=args.wave_size,
+        min_samples=args.min_samples,
+        seed=args.seed,
+        answer_kind=args.answer_kind,
+        prior_scale=tuple(args.prior_scale),
+        prompt_template=template,
+    )
+    judge_prompt = args.judge_prompt
+    if judge_prompt and pathlib.Path(judge_prompt).is_file():
+        judge_prompt = pathlib.Path(judge_prompt).read_text(encoding="utf-8")
+    verifier = build_verifier(
+        args.verifier,
+        aggregation=args.aggregation,
+        head=args.prm_head,
+        prompt=judge_prompt,
+        batch_size=args.verifier_batch_size,
+        max_length=args.verifier_max_length,
+    )
+    model_path = None if args.server else str(resolve_model(args.model))
+    sampler = build_sampler(args, model_path)
+    summary = loop.run_online(questions, sampler, verifier, config, args.out, resume=args.resume)
+    print_summary(summary)
+    if args.summary:
+        from experiments.results import write_json
+
+        write_json(summary.as_dict(), args.summary)
+    return 0
+
+
+def print_summary(summary) -> None:
+    """Prints the headline figures of a run as `name: value` lines on stdout."""
+    accuracy = "n/a (no gold)" if summary.accuracy is None else f"{summary.accuracy:.4f}"
+    fixed = summary.questions * summary.max_n
+    lines = {
+        "questions": summary.questions,
+        "accuracy": f"{accuracy} (best-of-n by score, {summary.graded} graded)",
+        "samples": f"{summary.samples} of {fixed} at max_n={summary.max_n} "
+        f"({summary.samples / max(fixed, 1):.1%})",
+        "mean_samples": f"{summary.samples / max(summary.questions, 1):.2f}",
+        "stopped_by_nstar": summary.stopped_by_nstar,
+        "stopped_at_max_n": summary.stopped_at_max_n,
+        "tokens": summary.tokens,
+        "waves": summary.waves,
+        "verifier_calls": summary.verifier_calls,
+        "verifier_inputs": summary.verifier_inputs,
+        "verifier_truncated": summary.truncated,
+        "resumed_samples": summary.resumed_samples,
+        "wall_seconds": f"{summary.wall_seconds:.1f}",
+        "decision_seconds": f"{summary.decision_seconds:.3f}",
+    }
+    for name, value in lines.items():
+        print(f"{name}: {value}")
+    sys.stdout.flush()

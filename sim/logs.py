@@ -1,0 +1,136 @@
+"""Synthetic Best-of-N logs in the replay schema (`experiments.logs.Log`).
+
+Per question, k samples with
+
+- scores from the score law (truncated normal by default; any `sim.laws` law; a Gaussian
+  copula with `rho` for correlated samples),
+- tokens from a length model: lognormal around a per-question median, which is itself
+  lognormal around `median_tokens` (questions differ in length, samples of one question less),
+- correct from a score-to-correctness link P(correct | s) = sigmoid(slope (s - midpoint)),
+- answers: the gold answer when correct, else one of `distractors` wrong answers drawn with
+  weights 1/j (a few wrong answers recur, as in real sampling),
+- optionally a prior (mu, sigma) per question: the true parameters plus Gaussian noise, as a
+  predictor with that error would give (for OptScalet in replay).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from sim import laws
+
+
+def synthetic_log(
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    k: int,
+    seed: int,
+    *,
+    law: laws.Law | None = None,
+    rho: float = 0.0,
+    ids: list[str] | None = None,
+    median_tokens: float = 600.0,
+    question_token_spread: float = 0.5,
+    sample_token_spread: float = 0.3,
+    link_slope: float = 12.0,
+    link_midpoint: float = 0.8,
+    distractors: int = 3,
+    prior_noise: float | None = 0.05,
+):
+    """A log of `len(mu)` questions with `k` samples each, in the replay schema.
+
+    Args:
+        mu: truncated-normal location per question `[Q]`.
+        sigma: truncated-normal scale per question `[Q]` (> 0).
+        k: samples per question (>= 1).
+        seed: seed of every random choice.
+        law: score law with batch shape `[Q]` (default `TruncNormal(mu, sigma)`); mu and
+            sigma still give the prior.
+        rho: equicorrelation of one question's scores (Gaussian copula), in [0, 1).
+        ids: question ids (default `sim-00000`, ...).
+        median_tokens: median generated tokens of a sample of a typical question (> 0).
+        question_token_spread: log-sd of the per-question median length.
+        sample_token_spread: log-sd of a sample's length around its question's median.
+        link_slope: slope of the logistic score-to-correctness link (>= 0).
+        link_midpoint: score at which P(correct) = 1/2.
+        distractors: wrong answers per question (>= 1).
+        prior_noise: standard deviation of the prior centres' error; None = no prior.
+
+    Returns:
+        `experiments.logs.Log` with scores, tokens, answers, correct, gold and (optionally)
+        prior_mu / prior_sigma.
+    """
+    from experiments.logs import Log
+
+    mu = np.atleast_1d(np.asarray(mu, np.float64))
+    sigma = np.atleast_1d(np.asarray(sigma, np.float64))
+    _check_args(mu, sigma, k, rho, ids, median_tokens, link_slope, distractors, prior_noise)
+    questions = mu.shape[0]
+    if law is None:
+        law = laws.TruncNormal(jnp.asarray(mu), jnp.asarray(sigma))
+    key = jax.random.key(seed)
+    if rho > 0:
+        scores = laws.sample_copula(law, key, rho, (questions, k))
+    else:
+        scores = laws.with_sample_axis(law).sample(key, (questions, k))
+    scores = np.clip(np.asarray(scores, np.float64), 0.0, 1.0)
+
+    rng = np.random.default_rng(seed)
+    question_median = median_tokens * np.exp(question_token_spread * rng.standard_normal(questions))
+    tokens = question_median[:, None] * np.exp(
+        sample_token_spread * rng.standard_normal((questions, k))
+    )
+    tokens = np.maximum(np.rint(tokens), 1.0)
+
+    p_correct = 1.0 / (1.0 + np.exp(-link_slope * (scores - link_midpoint)))
+    correct = rng.random((questions, k)) < p_correct
+    answers_pool = np.arange(1, distractors + 1)
+    wrong_weights = 1.0 / answers_pool
+    wrong_pick = rng.choice(distractors, size=(questions, k), p=wrong_weights / wrong_weights.sum())
+    # Each question's gold is a distinct integer; its distractors are gold + 1 .. gold + d.
+    gold_values = rng.integers(10, 10_000, questions) * (distractors + 1)
+    if prior_noise is not None:
+        prior_mu = mu + prior_noise * rng.standard_normal(questions)
+        prior_sigma = np.maximum(sigma + prior_noise * rng.standard_normal(questions), 1e-3)
+
+    ids = ids if ids is not None else [f"sim-{q:05d}" for q in range(questions)]
+    records = []
+    for q in range(questions):
+        gold = str(gold_values[q])
+        wrong = [str(gold_values[q] + 1 + j) for j in wrong_pick[q]]
+        record = {
+            "id": ids[q],
+            "scores": scores[q].tolist(),
+            "tokens": tokens[q].tolist(),
+            "answers": [gold if c else w for c, w in zip(correct[q], wrong, strict=True)],
+            "correct": correct[q].tolist(),
+            "gold": gold,
+        }
+        if prior_noise is not None:
+            record["prior"] = {"mu": float(prior_mu[q]), "sigma": float(prior_sigma[q])}
+        records.append(record)
+    return Log.from_records(records, source=f"synthetic(seed={seed})")
+
+
+def _check_args(mu, sigma, k, rho, ids, median_tokens, link_slope, distractors, prior_noise):
+    if mu.ndim != 1 or mu.shape != sigma.shape:
+        raise ValueError(f"mu and sigma must be 1-D of equal length, got {mu.shape}, {sigma.shape}")
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma)) and np.all(sigma > 0)):
+        raise ValueError("mu must be finite and sigma finite and positive")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k}")
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"rho must lie in [0, 1), got {rho}")
+    if ids is not None and len(ids) != mu.shape[0]:
+        raise ValueError(f"ids has {len(ids)} entries for {mu.shape[0]} questions")
+    if not median_tokens > 0:
+        raise ValueError(f"median_tokens must be > 0, got {median_tokens}")
+    if not link_slope >= 0:
+        raise ValueError(f"link_slope must be >= 0, got {link_slope}")
+    if int(distractors) != distractors or distractors < 1:
+        raise ValueError(f"distractors must be an integer >= 1, got {distractors}")
+    if prior_noise is not None and not prior_noise >= 0:
+        raise ValueError(f"prior_noise must be >= 0, got {prior_noise}")

@@ -1,0 +1,236 @@
+"""Question populations: per-question truncated-normal parameters (mu, sigma) to simulate.
+
+Three sources: a grid, the 4,501 MATH training questions of the OptScale release (their PRM
+score means and standard deviations, moment-matched to a truncated normal), and a user table
+(CSV or JSONL with columns `mu`, `sigma`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Population(NamedTuple):
+    """Questions to simulate, one entry per question (numpy arrays, float64).
+
+    Attributes:
+        mu: truncated-normal location per question `[Q]`.
+        sigma: truncated-normal scale per question `[Q]`.
+        mean: score mean per question `[Q]` (the target of moment matching; else the law's).
+        std: score standard deviation per question `[Q]`.
+        ids: question identifiers `[Q]`.
+        name: where the population came from.
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    ids: list[str]
+    name: str
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.mu.shape[0])
+
+    def take(self, index: np.ndarray) -> Population:
+        """The questions at `index` (e.g. a resample with replacement)."""
+        index = np.asarray(index)
+        return Population(
+            self.mu[index],
+            self.sigma[index],
+            self.mean[index],
+            self.std[index],
+            [self.ids[i] for i in index.tolist()],
+            self.name,
+        )
+
+
+def moment_match(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated-normal (mu, sigma) on [0, 1] with the given score mean and standard deviation.
+
+    The truncated normal on [0, 1] is an exponential family with sufficient statistics
+    (s, s^2), so its maximum-likelihood fit to data with first and second moments
+    (m, m^2 + sd^2) is exactly the member with that mean and variance. We therefore call the
+    core's MLE on those population moments: the result is also what OptScale0's plug-in
+    converges to with unlimited samples from a law with these moments. Inside the core's
+    parameter box the match is exact; pairs no truncated normal reaches (a spread larger than
+    an exponential tilt on [0, 1] allows, i.e. a bimodal score law) come back on the box edge
+    (see `moment_match_status`).
+
+    Args:
+        mean: score means in (0, 1), any shape.
+        std: score standard deviations (> 0), broadcasting with `mean`.
+
+    Returns:
+        `(mu, sigma)` as float64 numpy arrays of the broadcast shape.
+    """
+    fit = _moment_fit(mean, std)
+    return np.asarray(fit.mu, np.float64), np.asarray(fit.sigma, np.float64)
+
+
+def moment_match_status(mean, std) -> np.ndarray:
+    """`FitStatus` codes of `moment_match` (0 converged, 1 on the parameter box edge)."""
+    return np.asarray(_moment_fit(mean, std).status)
+
+
+def _moment_fit(mean, std):
+    import jax.numpy as jnp
+
+    from optscale_jax import fit_mle_stats
+
+    mean = np.asarray(mean, np.float64)
+    std = np.asarray(std, np.float64)
+    if np.any(~np.isfinite(mean)) or np.any((mean <= 0) | (mean >= 1)):
+        raise ValueError("mean: every score mean must lie in (0, 1)")
+    if np.any(~np.isfinite(std)) or np.any(std <= 0):
+        raise ValueError("std: every standard deviation must be positive and finite")
+    mean, std = np.broadcast_arrays(mean, std)
+    dtype = jnp.float64 if _x64() else jnp.float32
+    one = jnp.ones(mean.shape, dtype)
+    return fit_mle_stats(one, jnp.asarray(mean, dtype), jnp.asarray(mean**2 + std**2, dtype))
+
+
+def _x64() -> bool:
+    import jax
+
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+def grid(mus, sigmas) -> Population:
+    """Every (mu, sigma) pair of the two lists (mu varies slowest).
+
+    Args:
+        mus: locations.
+        sigmas: scales (> 0).
+
+    Returns:
+        A population of len(mus) * len(sigmas) questions; `mean`/`std` are NaN (not needed).
+    """
+    mus = np.asarray(mus, np.float64).ravel()
+    sigmas = np.asarray(sigmas, np.float64).ravel()
+    if mus.size == 0 or np.any(~np.isfinite(mus)):
+        raise ValueError("mu: give at least one finite value")
+    if sigmas.size == 0 or np.any(~np.isfinite(sigmas)) or np.any(sigmas <= 0):
+        raise ValueError("sigma: give at least one value, all positive and finite")
+    mu, sigma = (a.ravel() for a in np.meshgrid(mus, sigmas, indexing="ij"))
+    nan = np.full(mu.shape, np.nan)
+    ids = [f"mu={m:g},sigma={s:g}" for m, s in zip(mu, sigma, strict=True)]
+    return Population(mu, sigma, nan, nan.copy(), ids, "grid")
+
+
+def math_train(path: str | os.PathLike | None = None) -> Population:
+    """The 4,501 MATH training questions: PRM score mean/std per question, moment-matched.
+
+    Args:
+        path: a JSONL file with `prm_mean`, `prm_std` (and `unique_id`) per line; default the
+            copy shipped with optscale_jax (`math_train_prm_stats.jsonl`, MIT, OptScale
+            authors).
+
+    Returns:
+        The population; `mean`/`std` keep the observed PRM statistics.
+    """
+    if path is None:
+        from optscale_jax import datasets
+
+        path = datasets.data_path(datasets.MATH_TRAIN_PRM_STATS)
+    path = pathlib.Path(path)
+    means, stds, ids = [], [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                mean, std = float(record["prm_mean"]), float(record["prm_std"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{path}:{number}: need numbers prm_mean, prm_std ({error})"
+                ) from None
+            if not (0 < mean < 1 and std > 0 and math.isfinite(std)):
+                raise ValueError(f"{path}:{number}: prm_mean must be in (0, 1), prm_std > 0")
+            means.append(mean)
+            stds.append(std)
+            ids.append(str(record.get("unique_id", number)))
+    if not means:
+        raise ValueError(f"{path}: no questions")
+    mean, std = np.array(means), np.array(stds)
+    mu, sigma = moment_match(mean, std)
+    return Population(mu, sigma, mean, std, ids, "math")
+
+
+def read_table(path: str | os.PathLike) -> Population:
+    """A user table of questions: CSV (header row) or JSONL, with columns `mu`, `sigma`.
+
+    An optional `id` column names the questions. `.jsonl`/`.json` files are JSON lines; any
+    other suffix is read as CSV.
+
+    Args:
+        path: the table.
+
+    Returns:
+        The population; `mean`/`std` are NaN.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file and line of a bad row.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"population table {path} does not exist")
+    rows: list[tuple[int, dict]] = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        if path.suffix in (".jsonl", ".json"):
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        rows.append((number, json.loads(line)))
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+        else:
+            reader = csv.DictReader(handle)
+            missing = {"mu", "sigma"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            rows = [(number, row) for number, row in enumerate(reader, 2)]
+    mus, sigmas, ids = [], [], []
+    for number, row in rows:
+        try:
+            mu, sigma = float(row["mu"]), float(row["sigma"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}:{number}: need numbers mu and sigma") from None
+        if not (math.isfinite(mu) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"{path}:{number}: mu must be finite and sigma positive")
+        mus.append(mu)
+        sigmas.append(sigma)
+        ids.append(str(row.get("id") or f"{path.stem}-{len(ids)}"))
+    if not mus:
+        raise ValueError(f"{path}: no rows")
+    nan = np.full(len(mus), np.nan)
+    return Population(np.array(mus), np.array(sigmas), nan, nan.copy(), ids, str(path))
+
+
+def load(spec: str) -> Population:
+    """A population by name: `math` (shipped MATH train stats) or a path to a table.
+
+    Args:
+        spec: `math`, or a CSV/JSONL path (see `read_table`).
+
+    Returns:
+        The population.
+    """
+    if spec == "math":
+        return math_train()
+    return read_table(spec)
+
+
+def resample(population: Population, size: int, seed: int) -> Population:
+    """`size` questions drawn with replacement (numpy Generator seeded by `seed`)."""
+    index = np.random.default_rng(seed).integers(0, len(population), size)
+    return population.take(index)

@@ -1,0 +1,730 @@
+"""Monte Carlo studies of the N* guarantee: coverage, adaptive policies, misspecification.
+
+Each study returns table rows (dicts) with Monte Carlo standard errors; `sim.cli` writes them.
+
+- `coverage_study`: N* from the true (mu, sigma); realised P(max of N* >= s_min) against
+  alpha and against the nominal 1 - F(s_min)^N*, also for N* - 1. The maximum is drawn
+  directly (`laws.sample_max`: one exponential per trial, plus one normal under a copula).
+- `adaptive_study`: OptScale0 (sequential MLE refits), the released peek rule and OptScalet
+  (MAP with a prior of chosen noise) on simulated sample paths, each against fixed-N
+  Best-of-N with the same expected number of samples.
+- `misspec_study`: the same policies with a truncated-normal model when the truth is Beta,
+  a mixture (saturated or failing verifier, a second mode) or correlated (rho).
+
+Coverage is the probability that the best drawn score reaches s_min, averaged over the
+questions of a population and over simulated paths. Standard errors are conditional on the
+questions: sqrt(sum_q p_q (1 - p_q) / T) / Q with T paths per question.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optscale_jax import confidence, optimal_n, optimal_n_from_log_cdf, policies, truncnorm
+from sim import laws
+from sim.populations import Population, moment_match
+
+COVERAGE_COLUMNS = (
+    "family",
+    "rho",
+    "mu",
+    "sigma",
+    "s_min",
+    "alpha",
+    "n_star",
+    "nominal",
+    "coverage",
+    "coverage_se",
+    "trials",
+    "capped",
+    "n_star_minus_one_nominal",
+    "n_star_minus_one_coverage",
+    "n_star_minus_one_coverage_se",
+    "method",
+)
+
+POLICY_COLUMNS = (
+    "policy",
+    "family",
+    "rho",
+    "alpha",
+    "s_min",
+    "coverage",
+    "coverage_se",
+    "mean_samples",
+    "mean_samples_se",
+    "fixed_n",
+    "fixed_n_coverage",
+    "fixed_n_coverage_se",
+    "coverage_minus_alpha",
+    "capped_fraction",
+    "questions",
+    "paths",
+    "max_n",
+)
+
+# Elements per simulated block: bounds memory (a few arrays of this many float64).
+_BLOCK_ELEMENTS = 1 << 21
+
+
+def _binomial_se(p: np.ndarray, trials: int) -> np.ndarray:
+    return np.sqrt(np.maximum(p * (1.0 - p), 0.0) / trials)
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+@functools.partial(jax.jit, static_argnames=("trials", "correlated"))
+def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated):
+    """Covered counts `[C]` at N* and at N* - 1 over the first `valid` of `trials` trials.
+
+    The best of n scores has quantile level U^(1/n) (`laws.sample_max`), and
+    F^-1(U^(1/n)) >= s_min exactly when U >= F(s_min)^n: each trial compares one uniform
+    with a per-cell constant exp(n log F(s_min)), with no quantile function evaluated. Under the copula
+    the best latent normal is sqrt(rho) W + sqrt(1 - rho) Phi^-1(U^(1/n)), compared with
+    z_min = Phi^-1(F(s_min)). N* - 1 reuses the same draws (common random numbers).
+    """
+    dtype = log_f.dtype
+    shape = (trials, log_f.shape[0])
+    uniform_key, shared_key = jax.random.split(key)
+    u = jax.random.uniform(uniform_key, shape, dtype)
+    counted = (jnp.arange(trials) < valid)[:, None]
+    n = n_star.astype(dtype)
+    less = jnp.maximum(n - 1.0, 1.0)
+    if correlated:
+        shared = jnp.sqrt(rho) * jax.random.normal(shared_key, shape, dtype)
+
+        log_u = jnp.log(u)
+
+        def reached(n):
+            log_q = log_u / n
+            top = laws.normal_ppf_log(log_q, laws._log1mexp(log_q))
+            return shared + jnp.sqrt(1.0 - rho) * top >= z_min
+
+        covered, covered_less = reached(n), reached(less)
+    else:
+        # U >= F^n with F^n formed once per cell: no per-trial transcendental.
+        covered, covered_less = u >= jnp.exp(n * log_f), u >= jnp.exp(less * log_f)
+    # n = N* - 1 may be 0: no sample, never covered.
+    covered_less = covered_less & (n_star > 1)
+    return (
+        jnp.sum(counted & covered, axis=0, dtype=jnp.int32),
+        jnp.sum(counted & covered_less, axis=0, dtype=jnp.int32),
+    )
+
+
+def coverage_study(
+    mu: Sequence[float],
+    sigma: Sequence[float],
+    s_mins: Sequence[float],
+    alphas: Sequence[float],
+    rhos: Sequence[float] = (0.0,),
+    *,
+    trials: int = 100_000,
+    max_n: int = 1_000_000,
+    seed: int = 0,
+    progress: Callable[[int], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Realised coverage of the closed-form N* with the true truncated-normal parameters.
+
+    One cell per (question, s_min, alpha, rho); the questions are the (mu[i], sigma[i])
+    pairs. N* = optimal_n(mu, sigma, s_min, alpha, max_n); nominal = 1 - F(s_min)^N*.
+    With rho > 0 scores are exchangeable (Gaussian copula) and the nominal value is what
+    the i.i.d. model promises.
+
+    Args:
+        mu: truncated-normal locations, one per question.
+        sigma: scales, same length.
+        s_mins: thresholds in [0, 1].
+        alphas: targets in (0, 1).
+        rhos: copula correlations in [0, 1).
+        trials: Monte Carlo trials per cell.
+        max_n: cap of N* (capped cells promise less than alpha; column `capped`).
+        seed: PRNG seed.
+        progress: called with the number of trials done after each block (a tqdm update).
+
+    Returns:
+        Rows with the columns of `COVERAGE_COLUMNS`.
+    """
+    mu = np.asarray(mu, np.float64).ravel()
+    sigma = np.asarray(sigma, np.float64).ravel()
+    if mu.shape != sigma.shape:
+        raise ValueError(f"mu and sigma must have the same length, got {mu.size} and {sigma.size}")
+    _check_rhos(rhos)
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    cells = [
+        (m, s, s_min, alpha, rho)
+        for rho in rhos
+        for s_min in s_mins
+        for alpha in alphas
+        for m, s in zip(mu, sigma, strict=True)
+    ]
+    dtype = _float()
+    cm, cs, cq, ca, cr = (np.array(c, np.float64) for c in zip(*cells, strict=True))
+    n_star = np.asarray(optimal_n(cm, cs, cq, ca, max_n), np.int64)
+    nominal = np.asarray(confidence(cm, cs, cq, n_star))
+    nominal_less = np.asarray(confidence(cm, cs, cq, n_star - 1))
+    log_fs = np.asarray(truncnorm.logcdf(cq, cm, cs))
+    z_mins = np.asarray(laws.normal_ppf_log(log_fs, truncnorm.logsf(cq, cm, cs)))
+
+    covered = np.zeros(len(cells), np.int64)
+    covered_less = np.zeros(len(cells), np.int64)
+    key = jax.random.key(seed)
+    for correlated in (False, True):
+        group = np.flatnonzero((cr > 0) == correlated)
+        if group.size == 0:
+            continue
+        block = max(1, min(trials, _BLOCK_ELEMENTS // group.size))
+        log_f = jnp.asarray(log_fs[group], dtype)
+        z_min = jnp.asarray(z_mins[group], dtype)
+        rho = jnp.asarray(cr[group], dtype)
+        n_group = jnp.asarray(n_star[group], jnp.int32)
+        done = 0
+        while done < trials:
+            size = min(block, trials - done)
+            key, sub = jax.random.split(key)
+            # A short last block keeps the block's shape (no recompilation); the rest is masked.
+            hits, hits_less = _coverage_block(
+                sub, log_f, z_min, rho, n_group, size, trials=block, correlated=correlated
+            )
+            covered[group] += np.asarray(hits)
+            covered_less[group] += np.asarray(hits_less)
+            done += size
+            if progress is not None:
+                progress(size)
+
+    rows = []
+    for i, (m, s, s_min, alpha, rho) in enumerate(cells):
+        p = covered[i] / trials
+        p_less = covered_less[i] / trials
+        rows.append(
+            {
+                "family": "truncnorm",
+                "rho": rho,
+                "mu": m,
+                "sigma": s,
+                "s_min": s_min,
+                "alpha": alpha,
+                "n_star": int(n_star[i]),
+                "nominal": float(nominal[i]),
+                "coverage": p,
+                "coverage_se": float(_binomial_se(p, trials)),
+                "trials": trials,
+                "capped": bool(n_star[i] >= max_n and nominal[i] < alpha),
+                "n_star_minus_one_nominal": float(nominal_less[i]),
+                "n_star_minus_one_coverage": p_less,
+                "n_star_minus_one_coverage_se": float(_binomial_se(p_less, trials)),
+                "method": "exact-max copula" if rho > 0 else "exact-max",
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def _check_rhos(rhos: Sequence[float]) -> None:
+    for rho in rhos:
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must lie in [0, 1), got {rho}")
+
+
+def _float():
+    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+
+
+@functools.partial(
+    jax.jit, static_argnames=("s_mins", "alphas", "max_n", "peek", "min_samples", "prior_scale")
+)
+def _policy_block(
+    scores,
+    oracle_n,
+    prior_mu,
+    prior_sigma,
+    *,
+    s_mins,
+    alphas,
+    max_n,
+    peek,
+    min_samples,
+    prior_scale,
+):
+    """Per-question outcomes of every policy on one block of simulated paths.
+
+    Args:
+        scores: `[c, T, K]` simulated scores (K = max_n).
+        oracle_n: `[O, S, A, c]` int32 N* of the oracle policies.
+        prior_mu: `[P, c]` prior centres of mu (P OptScalet variants, may be 0).
+        prior_sigma: `[P, c]`.
+
+    Returns:
+        (covered, samples, samples_sq, capped) each `[policies, S, A, c]` (means over the T
+        paths), and the fixed-N coverage curves `[S, c, K]`.
+    """
+    mask = jnp.ones(scores.shape, bool)
+    best = jax.lax.cummax(scores, axis=2)
+    fits = [policies.prefix_fits(scores, mask)]
+    for p in range(prior_mu.shape[0]):
+        fits.append(
+            policies.prefix_fits(
+                scores, mask, prior_mu[p][:, None], prior_sigma[p][:, None], prior_scale
+            )
+        )
+    k = scores.shape[-1]
+
+    def outcome(samples, s_min):
+        samples = jnp.broadcast_to(samples, scores.shape[:2])
+        reached = jnp.take_along_axis(best, (samples - 1)[..., None], axis=2)[..., 0] >= s_min
+        n = samples.astype(scores.dtype)
+        return (
+            jnp.mean(reached, axis=1, dtype=scores.dtype),
+            jnp.mean(n, axis=1),
+            jnp.mean(n * n, axis=1),
+            jnp.mean(samples >= k, axis=1, dtype=scores.dtype),
+        )
+
+    per_s = []
+    curves = []
+    for si, s_min in enumerate(s_mins):
+        curves.append(jnp.mean(best >= s_min, axis=1, dtype=scores.dtype))
+        log_fs = [truncnorm.logcdf(jnp.asarray(s_min, f.mu.dtype), f.mu, f.sigma) for f in fits]
+        per_a = []
+        for ai, alpha in enumerate(alphas):
+            results = [
+                outcome(oracle_n[o, si, ai][:, None], s_min) for o in range(oracle_n.shape[0])
+            ]
+            stars = [optimal_n_from_log_cdf(log_f, alpha, max_n) for log_f in log_fs]
+            results.append(outcome(policies.first_stop(stars[0], mask, min_samples, max_n), s_min))
+            results.append(outcome(policies.peek_samples(stars[0], mask, peek, max_n), s_min))
+            for star in stars[1:]:
+                results.append(outcome(policies.first_stop(star, mask, min_samples, max_n), s_min))
+            per_a.append([jnp.stack(r) for r in zip(*results, strict=True)])
+        per_s.append([jnp.stack(r, axis=1) for r in zip(*per_a, strict=True)])
+    stats = tuple(jnp.stack(r, axis=1) for r in zip(*per_s, strict=True))
+    return stats, jnp.stack(curves)
+
+
+def _simulate_policies(
+    truth: laws.Law,
+    oracle_n: np.ndarray,
+    prior_mu: np.ndarray,
+    prior_sigma: np.ndarray,
+    *,
+    rho: float,
+    s_mins: tuple[float, ...],
+    alphas: tuple[float, ...],
+    paths: int,
+    max_n: int,
+    peek: int,
+    min_samples: int,
+    prior_scale: tuple[float, float],
+    key: jax.Array,
+    progress: Callable[[int], Any] | None,
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Runs `_policy_block` over blocks of questions; returns the concatenated outcomes."""
+    questions = oracle_n.shape[-1]
+    block = max(1, min(questions, _BLOCK_ELEMENTS // (paths * max_n)))
+    stats_parts, curve_parts = [], []
+    for start in range(0, questions, block):
+        # Pad the last block by repeating its first question, so shapes (and jit) stay fixed.
+        index = np.minimum(np.arange(start, start + block), questions - 1)
+        index = np.where(index >= start, index, start)
+        valid = min(block, questions - start)
+        key, sample_key = jax.random.split(key)
+        law = jax.tree.map(lambda p, index=index: p[index], truth)
+        shape = (block, paths, max_n)
+        if rho > 0:
+            scores = laws.sample_copula(laws.with_sample_axis(law), sample_key, rho, shape)
+        else:
+            law = laws.with_sample_axis(laws.with_sample_axis(law))
+            scores = law.sample(sample_key, shape)
+        stats, curves = _policy_block(
+            scores,
+            jnp.asarray(oracle_n[..., index], jnp.int32),
+            jnp.asarray(prior_mu[:, index], scores.dtype),
+            jnp.asarray(prior_sigma[:, index], scores.dtype),
+            s_mins=s_mins,
+            alphas=alphas,
+            max_n=max_n,
+            peek=peek,
+            min_samples=min_samples,
+            prior_scale=prior_scale,
+        )
+        stats_parts.append([np.asarray(s, np.float64)[..., :valid] for s in stats])
+        curve_parts.append(np.asarray(curves, np.float64)[:, :valid])
+        if progress is not None:
+            progress(valid)
+    stats = tuple(np.concatenate(parts, axis=-1) for parts in zip(*stats_parts, strict=True))
+    return stats, np.concatenate(curve_parts, axis=1)
+
+
+def _policy_rows(
+    names: list[str],
+    stats: tuple[np.ndarray, ...],
+    curves: np.ndarray,
+    *,
+    family: str,
+    rho: float,
+    s_mins: Sequence[float],
+    alphas: Sequence[float],
+    paths: int,
+    max_n: int,
+) -> list[dict[str, Any]]:
+    """Table rows from per-question outcomes, with the equal-cost fixed-N comparison.
+
+    Fixed N at a fractional expected sample count n_bar draws floor(n_bar) or floor(n_bar) + 1
+    samples with probabilities making the mean n_bar: its coverage interpolates linearly
+    between the two integers (the same simulated paths, so the comparison is paired).
+    """
+    covered, samples, samples_sq, capped = stats
+    questions = covered.shape[-1]
+    rows = []
+    for pi, name in enumerate(names):
+        for si, s_min in enumerate(s_mins):
+            for ai, alpha in enumerate(alphas):
+                p_q = covered[pi, si, ai]
+                n_q = samples[pi, si, ai]
+                var_q = np.maximum(samples_sq[pi, si, ai] - n_q**2, 0.0)
+                n_bar = float(np.mean(n_q))
+                low = int(np.clip(math.floor(n_bar), 1, max_n))
+                high = min(low + 1, max_n)
+                weight = float(np.clip(n_bar - low, 0.0, 1.0))
+                fixed_q = (1.0 - weight) * curves[si, :, low - 1] + weight * curves[si, :, high - 1]
+                coverage = float(np.mean(p_q))
+                rows.append(
+                    {
+                        "policy": name,
+                        "family": family,
+                        "rho": rho,
+                        "alpha": alpha,
+                        "s_min": s_min,
+                        "coverage": coverage,
+                        "coverage_se": float(np.sqrt(np.sum(p_q * (1 - p_q) / paths)) / questions),
+                        "mean_samples": n_bar,
+                        "mean_samples_se": float(np.sqrt(np.sum(var_q / paths)) / questions),
+                        "fixed_n": n_bar,
+                        "fixed_n_coverage": float(np.mean(fixed_q)),
+                        "fixed_n_coverage_se": float(
+                            np.sqrt(np.sum(fixed_q * (1 - fixed_q) / paths)) / questions
+                        ),
+                        "coverage_minus_alpha": coverage - alpha,
+                        "capped_fraction": float(np.mean(capped[pi, si, ai])),
+                        "questions": questions,
+                        "paths": paths,
+                        "max_n": max_n,
+                    }
+                )
+    return rows
+
+
+def _check_policy_args(s_mins, alphas, paths, max_n, peek, min_samples):
+    for s_min in s_mins:
+        if not 0.0 <= s_min <= 1.0:
+            raise ValueError(f"s_min must lie in [0, 1], got {s_min}")
+    for alpha in alphas:
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if paths < 1:
+        raise ValueError(f"paths must be >= 1, got {paths}")
+    if max_n < 2:
+        raise ValueError(f"max_n must be >= 2, got {max_n}")
+    if not 1 <= peek <= max_n:
+        raise ValueError(f"peek must lie in [1, max_n], got {peek}")
+    if not 1 <= min_samples <= max_n:
+        raise ValueError(f"min_samples must lie in [1, max_n], got {min_samples}")
+
+
+def _noisy_prior(population: Population, noise: float, rng: np.random.Generator):
+    """Prior centres a predictor with error `noise` would give: true value + N(0, noise^2).
+
+    sigma's centre is kept at or above 1e-3 (the core's lower bound).
+    """
+    questions = len(population)
+    prior_mu = population.mu + noise * rng.standard_normal(questions)
+    prior_sigma = np.maximum(population.sigma + noise * rng.standard_normal(questions), 1e-3)
+    return prior_mu, prior_sigma
+
+
+def _oracle_n(mu, sigma, s_mins, alphas, max_n) -> np.ndarray:
+    """`[S, A, Q]` N* with the given truncated-normal parameters."""
+    mu, sigma = np.asarray(mu), np.asarray(sigma)
+    return np.stack(
+        [np.stack([np.asarray(optimal_n(mu, sigma, s, a, max_n)) for a in alphas]) for s in s_mins]
+    )
+
+
+def adaptive_study(
+    population: Population,
+    s_mins: Sequence[float],
+    alphas: Sequence[float],
+    rhos: Sequence[float] = (0.0,),
+    *,
+    paths: int = 16,
+    max_n: int = 64,
+    peek: int = 4,
+    min_samples: int = 1,
+    prior_noises: Sequence[float] = (0.05, 0.2),
+    prior_scale: tuple[float, float] = (0.1, 0.1),
+    seed: int = 0,
+    progress: Callable[[int], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Plug-in policies on simulated truncated-normal paths, against equal-cost fixed N.
+
+    Policies: `oracle` (N* from the true parameters, capped at max_n), `optscale0`
+    (sequential: refit the MLE after every sample, stop at the first n >= max(min_samples,
+    N*_n)), `peek` (one MLE fit after `peek` samples, draw max(N*, peek)) and
+    `optscalet(noise=x)` (sequential MAP fits; prior centres = true (mu, sigma) plus Gaussian
+    noise of standard deviation x, prior scales `prior_scale`). Every policy draws from the
+    same paths of `max_n` scores per (question, path).
+
+    Args:
+        population: the questions (true mu, sigma).
+        s_mins: thresholds in [0, 1].
+        alphas: targets in (0, 1).
+        rhos: copula correlations of the simulated paths (0 = i.i.d.).
+        paths: simulated paths per question.
+        max_n: samples per path, the cap of every policy.
+        peek: samples before the peek rule's single fit.
+        min_samples: minimum samples of the sequential rules.
+        prior_noises: prior-centre noise levels of the OptScalet variants.
+        prior_scale: prior standard deviations on (mu, sigma).
+        seed: PRNG seed (paths and prior noise).
+        progress: called with the number of questions done after each block.
+
+    Returns:
+        Rows with the columns of `POLICY_COLUMNS` (family `truncnorm`).
+    """
+    s_mins, alphas = tuple(float(s) for s in s_mins), tuple(float(a) for a in alphas)
+    _check_policy_args(s_mins, alphas, paths, max_n, peek, min_samples)
+    _check_rhos(rhos)
+    rng = np.random.default_rng(seed)
+    priors = [_noisy_prior(population, noise, rng) for noise in prior_noises]
+    prior_mu = np.array([p[0] for p in priors]).reshape(len(priors), len(population))
+    prior_sigma = np.array([p[1] for p in priors]).reshape(len(priors), len(population))
+    names = ["oracle", "optscale0", "peek"] + [f"optscalet(noise={x:g})" for x in prior_noises]
+    oracle = _oracle_n(population.mu, population.sigma, s_mins, alphas, max_n)[None]
+    dtype = _float()
+    truth = laws.TruncNormal(
+        jnp.asarray(population.mu, dtype), jnp.asarray(population.sigma, dtype)
+    )
+    rows = []
+    key = jax.random.key(seed)
+    for rho in rhos:
+        key, sub = jax.random.split(key)
+        stats, curves = _simulate_policies(
+            truth,
+            oracle,
+            prior_mu,
+            prior_sigma,
+            rho=float(rho),
+            s_mins=s_mins,
+            alphas=alphas,
+            paths=paths,
+            max_n=max_n,
+            peek=peek,
+            min_samples=min_samples,
+            prior_scale=tuple(prior_scale),
+            key=sub,
+            progress=progress,
+        )
+        rows += _policy_rows(
+            names,
+            stats,
+            curves,
+            family="truncnorm",
+            rho=float(rho),
+            s_mins=s_mins,
+            alphas=alphas,
+            paths=paths,
+            max_n=max_n,
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- misspecification
+
+MISSPEC_FAMILIES = ("truncnorm", "beta", "saturated", "zero-inflated", "bimodal")
+
+
+def truth_law(
+    family: str,
+    population: Population,
+    *,
+    weight: float = 0.1,
+    shift: float = 0.3,
+    moment_samples: int = 4096,
+    seed: int = 0,
+) -> laws.Law:
+    """The true score law of every question for a misspecification family.
+
+    - `truncnorm`: TN(mu, sigma) (the model is right).
+    - `beta`: the Beta law with the question's score mean and std (the population's `mean`/
+      `std`, e.g. the observed PRM statistics; estimated from `moment_samples` TN draws
+      where the population has none).
+    - `saturated`: with probability `weight` the verifier returns exactly 1.0, else TN.
+    - `zero-inflated`: with probability `weight` it returns 0.0 (a failed parse), else TN.
+    - `bimodal`: with probability `weight` the score comes from a second mode
+      TN(mu - shift, sigma) (confidently scored wrong solutions), else TN(mu, sigma).
+
+    Args:
+        family: one of `MISSPEC_FAMILIES`.
+        population: the questions.
+        weight: weight of the extra component of the mixtures, in [0, 1].
+        shift: distance of the bimodal family's second mode.
+        moment_samples: draws per question to estimate missing moments.
+        seed: PRNG seed for those draws.
+
+    Returns:
+        A law with batch shape `[Q]`.
+    """
+    if family not in MISSPEC_FAMILIES:
+        raise ValueError(f"family must be one of {MISSPEC_FAMILIES}, got {family!r}")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must lie in [0, 1], got {weight}")
+    dtype = _float()
+    mu = jnp.asarray(population.mu, dtype)
+    sigma = jnp.asarray(population.sigma, dtype)
+    base = laws.TruncNormal(mu, sigma)
+    weights = jnp.full(mu.shape, weight, dtype)
+    if family == "truncnorm":
+        return base
+    if family == "beta":
+        mean, std = population.mean, population.std
+        if np.any(~np.isfinite(mean)) or np.any(~np.isfinite(std)):
+            mean, std = law_moments(base, moment_samples, seed)
+        return laws.beta_from_moments(jnp.asarray(mean, dtype), jnp.asarray(std, dtype))
+    if family == "saturated":
+        return laws.Mixture(weights, laws.PointMass(jnp.ones_like(mu)), base)
+    if family == "zero-inflated":
+        return laws.Mixture(weights, laws.PointMass(jnp.zeros_like(mu)), base)
+    return laws.Mixture(weights, laws.TruncNormal(mu - shift, sigma), base)
+
+
+def law_moments(law: laws.Law, samples: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo mean and standard deviation of a law with batch shape `[Q]`.
+
+    Args:
+        law: the law.
+        samples: draws per question.
+        seed: PRNG seed.
+
+    Returns:
+        (mean, std), float64 `[Q]`.
+    """
+    batch = jnp.shape(law.cdf(jnp.asarray(0.5)))
+    draws = laws.with_sample_axis(law).sample(jax.random.key(seed), tuple(batch) + (samples,))
+    draws = np.asarray(draws, np.float64)
+    return draws.mean(axis=-1), draws.std(axis=-1, ddof=1)
+
+
+def misspec_study(
+    population: Population,
+    s_mins: Sequence[float],
+    alphas: Sequence[float],
+    families: Sequence[str] = ("truncnorm", "beta", "saturated", "bimodal"),
+    rhos: Sequence[float] = (0.0, 0.2, 0.5, 0.8),
+    *,
+    paths: int = 16,
+    max_n: int = 64,
+    peek: int = 4,
+    min_samples: int = 1,
+    weight: float = 0.1,
+    shift: float = 0.3,
+    seed: int = 0,
+    progress: Callable[[int], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Plug-in policies with a truncated-normal model when the truth is not i.i.d. TN.
+
+    Each family in `families` is simulated i.i.d. (rho = 0); each rho > 0 in `rhos` is
+    simulated with TN marginals under the Gaussian copula (family `truncnorm`).
+    Policies: `oracle` (N* from the true law's own CDF: what a correct model would do; for
+    rho > 0 the i.i.d. N* of the true marginal), `model-oracle` (N* from the truncated
+    normal with the true law's mean and std, i.e. what OptScale0 converges to with unlimited
+    data: the cost of the wrong family alone), `optscale0` and `peek`.
+
+    Args:
+        population: the questions (their TN parameters and, for Beta, their moments).
+        s_mins: thresholds in [0, 1].
+        alphas: targets in (0, 1).
+        families: truth families for rho = 0 (see `truth_law`).
+        rhos: correlations; 0 runs the families, each value > 0 a correlated TN truth.
+        paths: simulated paths per question.
+        max_n: samples per path and cap.
+        peek: samples before the peek rule's fit.
+        min_samples: minimum samples of the sequential rule.
+        weight: mixture weight of the extra component.
+        shift: the bimodal family's second-mode distance.
+        seed: PRNG seed.
+        progress: called with the number of questions done after each block.
+
+    Returns:
+        Rows with the columns of `POLICY_COLUMNS`.
+    """
+    s_mins, alphas = tuple(float(s) for s in s_mins), tuple(float(a) for a in alphas)
+    _check_policy_args(s_mins, alphas, paths, max_n, peek, min_samples)
+    _check_rhos(rhos)
+    runs = [(family, 0.0) for family in families] if 0.0 in [float(r) for r in rhos] else []
+    runs += [("truncnorm", float(rho)) for rho in rhos if rho > 0]
+    names = ["oracle", "model-oracle", "optscale0", "peek"]
+    no_prior = np.zeros((0, len(population)))
+    rows = []
+    key = jax.random.key(seed)
+    for run, (family, rho) in enumerate(runs):
+        truth = truth_law(family, population, weight=weight, shift=shift, seed=seed + run)
+        if family == "truncnorm":
+            model_mu, model_sigma = population.mu, population.sigma
+        else:
+            model_mu, model_sigma = moment_match(*law_moments(truth, seed=seed + run))
+        oracle = np.stack(
+            [
+                _law_oracle_n(truth, s_mins, alphas, max_n),
+                _oracle_n(model_mu, model_sigma, s_mins, alphas, max_n),
+            ]
+        )
+        key, sub = jax.random.split(key)
+        stats, curves = _simulate_policies(
+            truth,
+            oracle,
+            no_prior,
+            no_prior,
+            rho=rho,
+            s_mins=s_mins,
+            alphas=alphas,
+            paths=paths,
+            max_n=max_n,
+            peek=peek,
+            min_samples=min_samples,
+            prior_scale=(0.1, 0.1),
+            key=sub,
+            progress=progress,
+        )
+        rows += _policy_rows(
+            names,
+            stats,
+            curves,
+            family=family,
+            rho=rho,
+            s_mins=s_mins,
+            alphas=alphas,
+            paths=paths,
+            max_n=max_n,
+        )
+    return rows
+
+
+def _law_oracle_n(law: laws.Law, s_mins, alphas, max_n) -> np.ndarray:
+    """`[S, A, Q]` N* = ceil(log(1 - alpha) / log F(s_min)) with the law's own CDF."""
+    return np.stack(
+        [
+            np.stack([np.asarray(optimal_n_from_log_cdf(law.log_cdf(s), a, max_n)) for a in alphas])
+            for s in s_mins
+        ]
+    )

