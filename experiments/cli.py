@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-
 def _import(module_name: str) -> types.ModuleType | None:
     """The subcommand's module, or None while that part is not built yet."""
     try:

@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     io.add_argument(
         "--prompts",
         required=True,
-        help="JSONL: 'problem' or 'question', optional 'answer'/'gold', 'id', 'prior'",
+        help="JSONL: 'problem' or 'question', optional 'answer'/'gold', 'id', 'prior'; or the "
+        "name of a shipped prompt set (math500, gsm8k, gsm8k5, aime24, aime25, amc23)",
     )
     io.add_argument("--out", required=True, help="the per-sample JSONL log (appended per wave)")
     io.add_argument("--resume", action="store_true", help="continue a killed run from --out")
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature: must be >= 0, got {args.temperature}")
     parse_verifier_spec(args.verifier)
     priors = loop.read_priors(args.prior) if args.prior else None
-    questions = loop.read_prompts(args.prompts, priors)
+    questions = loop.read_prompts(_prompts_file(args.prompts), priors)
     if args.limit is not None:
         _check_positive(args.limit, "--limit")
         questions = questions[: args.limit]
@@ -194,3 +195,16 @@ def print_summary(summary) -> None:
     for name, value in lines.items():
         print(f"{name}: {value}")
     sys.stdout.flush()
+
+
+def _prompts_file(spec: str) -> pathlib.Path:
+    """A path as given, or a shipped prompt set named without its folder (e.g. gsm8k5.jsonl)."""
+    path = pathlib.Path(spec)
+    if path.exists() or path.parent != pathlib.Path("."):
+        return path
+    from optscale_jax import datasets
+
+    try:
+        return datasets.prompts_path(path.name.removesuffix(".jsonl"))
+    except FileNotFoundError:
+        return path

@@ -14,17 +14,17 @@ PAPER_TABLE = "optscale-official/paper_table.csv"
 
 
 def data_path(name: str) -> pathlib.Path:
-  """Absolute path of a shipped data file, e.g. `data_path(GPQA_GENRM)`.
+    """Absolute path of a shipped data file, e.g. `data_path(GPQA_GENRM)`.
 
-  Raises:
-    FileNotFoundError: naming the file, if it is not shipped.
-  """
-  path = _DATA / name
-  if not path.exists():
-    raise FileNotFoundError(f"no shipped data file {name!r} under {_DATA}")
-  return path
+    Raises:
+      FileNotFoundError: naming the file, if it is not shipped.
+    """
+    path = _DATA / name
+    if not path.exists():
+        raise FileNotFoundError(f"no shipped data file {name!r} under {_DATA}")
+    return path
 
 
 def prompts_path(dataset: str) -> pathlib.Path:
-  """Prompt file of `dataset` (math500, gsm8k, gsm8k5, aime24, aime25, amc23)."""
-  return data_path(f"optscale-official/prompts/{dataset}.jsonl")
+    """Prompt file of `dataset` (math500, gsm8k, gsm8k5, aime24, aime25, amc23)."""
+    return data_path(f"optscale-official/prompts/{dataset}.jsonl")

@@ -24,7 +24,6 @@ from live_models import build_model
 from experiments.logs import read_log
 from live import loop
 from optscale_jax import fit_mle, optimal_n
-from optscale_jax.datasets import prompts_path
 
 pytestmark = pytest.mark.live
 
@@ -172,7 +171,7 @@ def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
             "--verifier",
             "judge:smollm2",
             "--prompts",
-            str(prompts_path("gsm8k5")),
+            "gsm8k5.jsonl",  # not in cwd: resolves to the shipped prompt set
             "--out",
             str(out),
             "--max-n",
@@ -189,6 +188,7 @@ def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
             "64",
         ],
         env=ENV,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=1200,
