@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from experiments.replay import ReplayConfig
-
-_DEFAULTS = ReplayConfig()
+from experiments.replay_cli import add_grid_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,22 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=int, default=10_000, help="questions Q")
     parser.add_argument("--samples", type=int, default=64, help="samples per question K")
     parser.add_argument("--permutations", type=int, default=10, help="sample orders R")
-    parser.add_argument(
-        "--s-min",
-        type=float,
-        nargs="+",
-        default=list(_DEFAULTS.s_min),
-        metavar="S",
-        help="grid of s_min (default 6 values)",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        nargs="+",
-        default=list(_DEFAULTS.alpha),
-        metavar="A",
-        help="grid of alpha (default 8 values)",
-    )
+    add_grid_argument(parser, "--s-min", float, "S", "grid of s_min (default 6 values)")
+    add_grid_argument(parser, "--alpha", float, "A", "grid of alpha (default 8 values)")
     parser.add_argument(
         "--dtype",
         choices=("float32", "float64"),

@@ -18,6 +18,16 @@ FORMATS = ("auto", "jsonl", "parquet", "optscale-pool", "search-and-learn", "gpq
 _DEFAULTS = ReplayConfig()
 
 
+def add_grid_argument(
+    parser: argparse.ArgumentParser, flag: str, kind: type, metavar: str, help_text: str
+) -> None:
+    """A hyper-parameter grid flag (one or more values), defaulting to `ReplayConfig`'s grid."""
+    default = list(getattr(_DEFAULTS, flag.removeprefix("--").replace("-", "_")))
+    parser.add_argument(
+        flag, type=kind, nargs="+", default=default, metavar=metavar, help=help_text
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the `optscale replay` arguments."""
     parser.add_argument("log", nargs="?", metavar="LOG", help="log file (omit with --demo)")
@@ -58,54 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="N grid of bon/sc/wmv/oracle, ending at --max-n (default: 1..max-n)",
     )
-    parser.add_argument(
-        "--s-min",
-        type=float,
-        nargs="+",
-        default=list(_DEFAULTS.s_min),
-        metavar="S",
-        help="OptScale score thresholds",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        nargs="+",
-        default=list(_DEFAULTS.alpha),
-        metavar="A",
-        help="OptScale target probabilities",
-    )
-    parser.add_argument(
-        "--min-samples",
-        type=int,
-        nargs="+",
-        default=list(_DEFAULTS.min_samples),
-        metavar="M",
-        help="OptScale minimum samples m",
-    )
-    parser.add_argument(
-        "--peek",
-        type=int,
-        nargs="+",
-        default=list(_DEFAULTS.peek),
-        metavar="K",
-        help="optscale0-peek: samples before its single fit",
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        nargs="+",
-        default=list(_DEFAULTS.window),
-        metavar="W",
-        help="ESC window sizes",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        nargs="+",
-        default=list(_DEFAULTS.threshold),
-        metavar="T",
-        help="Adaptive-Consistency stopping thresholds",
-    )
+    add_grid_argument(parser, "--s-min", float, "S", "OptScale score thresholds")
+    add_grid_argument(parser, "--alpha", float, "A", "OptScale target probabilities")
+    add_grid_argument(parser, "--min-samples", int, "M", "OptScale minimum samples m")
+    add_grid_argument(parser, "--peek", int, "K", "optscale0-peek: samples before its single fit")
+    add_grid_argument(parser, "--window", int, "W", "ESC window sizes")
+    add_grid_argument(parser, "--threshold", float, "T", "Adaptive-Consistency stopping thresholds")
     parser.add_argument(
         "--prior",
         help="OptScalet prior: 'log' (the log's prior field), 'eb' (empirical Bayes on the "

@@ -401,11 +401,9 @@ def plot_pareto(
     Raises:
         ValueError: naming the file and the missing column, or a bad cell.
     """
-    path = resolve_input(in_path, "results.csv")
-    rows = read_csv(path, required=PARETO_COLUMNS)
-    with paper_style():
-        figure = pareto_figure(rows, split=split, source=str(path))
-    return save_figure(figure, out_dir, name, formats)
+    return _plot_file(
+        in_path, "results.csv", PARETO_COLUMNS, out_dir, name, formats, pareto_figure, split=split
+    )
 
 
 # ----------------------------------------------------------------------------- nstar
@@ -704,13 +702,9 @@ def plot_calibration(
     Raises:
         ValueError: naming the file and the missing column, or a bad cell.
     """
-    path = resolve_input(in_path, "coverage.csv")
-    rows = read_csv(path, required=CALIBRATION_COLUMNS)
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    with paper_style():
-        figure = calibration_figure(rows, source=str(path))
-    return save_figure(figure, out_dir, name, formats)
+    return _plot_file(
+        in_path, "coverage.csv", CALIBRATION_COLUMNS, out_dir, name, formats, calibration_figure
+    )
 
 
 # ----------------------------------------------------------------------------- samples
@@ -794,11 +788,16 @@ def plot_samples(
     Raises:
         ValueError: naming the file and the missing column, or a bad cell.
     """
-    path = resolve_input(in_path, "per_question.csv")
-    rows = read_csv(path, required=SAMPLES_COLUMNS)
-    with paper_style():
-        figure = samples_figure(rows, split=split, source=str(path))
-    return save_figure(figure, out_dir, name, formats)
+    return _plot_file(
+        in_path,
+        "per_question.csv",
+        SAMPLES_COLUMNS,
+        out_dir,
+        name,
+        formats,
+        samples_figure,
+        split=split,
+    )
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -917,10 +916,17 @@ def plot_estimator(
     Raises:
         ValueError: naming the file and the missing column, or a bad cell.
     """
-    path = resolve_input(in_path, "estimator.csv")
-    rows = read_csv(path, required=ESTIMATOR_COLUMNS)
+    return _plot_file(
+        in_path, "estimator.csv", ESTIMATOR_COLUMNS, out_dir, name, formats, estimator_figure
+    )
+
+
+def _plot_file(in_path, file_name, required, out_dir, name, formats, make_figure, **options):
+    """Reads a result file (or `file_name` in a directory), draws it and saves the figure."""
+    path = resolve_input(in_path, file_name)
+    rows = read_csv(path, required=required)
     if not rows:
         raise ValueError(f"{path}: no rows")
     with paper_style():
-        figure = estimator_figure(rows, source=str(path))
+        figure = make_figure(rows, source=str(path), **options)
     return save_figure(figure, out_dir, name, formats)
