@@ -22,9 +22,13 @@ gradient pushes against (epsilon-active set; the other coordinate takes a 1-D st
 step is accepted if it satisfies the Armijo condition; otherwise that element tries a
 step 4 times shorter in the next iteration (no inner loop, so every iteration costs the
 same two `log_ndtr` evaluations). An element has converged when a full step moves mu by
-less than sqrt(eps) sigma and log sigma by less than sqrt(eps), or gains less than the
-objective's rounding noise; iteration stops when all have, or after MAX_STEPS.
-The MAP objective adds the prior's gradient and (made positive) curvature. For speed on
+less than sqrt(eps) sigma and log sigma by less than sqrt(eps), or gains (or is predicted
+to gain) less than the objective's rounding noise, eps times the size of its terms (log Z
+and the quadratic term are far larger than their sum when the optimum is deep in a tail);
+iteration stops when all have, or after MAX_STEPS.
+The MAP objective adds the prior's gradient and its Hessian in eta, mapped to theta
+(`_penalty`), so the step stays the exact Newton step in eta; where that Hessian makes
+the sum indefinite, the prior's Gauss-Newton curvature is used instead. For speed on
 CPU the stages of an iteration are compiled as separate computations (`_separately`) and
 the batch is solved in blocks of BLOCK fits (`lax.map`).
 
@@ -206,15 +210,22 @@ def _data_nll(mu, log_sigma, mean, var):
 
 
 def _penalty(mu, log_sigma, prior):
-    """Prior term over n and its gradient and Hessian in (mu, log sigma)."""
+    """Prior term over n, its gradient, and two curvatures, all in (mu, log sigma).
+
+    `exact` is the prior's Hessian in natural parameters mapped to (mu, log sigma),
+    J^T H_eta J = H_theta + [[0, 2 g_mu], [2 g_mu, 2 g_ls]], so that Fisher + exact gives
+    the exact Newton step in eta (quadratic convergence); it can be indefinite.
+    `gauss_newton` = diag(k_mu, k_sigma sigma^2) is always positive (the fallback).
+    """
     prior_mu, prior_sigma, inv_var_mu, inv_var_sigma = prior  # inverse variances already / n
     sigma = jnp.exp(log_sigma)
     du = mu - prior_mu
     ds = sigma - prior_sigma
     value = 0.5 * (inv_var_mu * du * du + inv_var_sigma * ds * ds)
     grad = (inv_var_mu * du, inv_var_sigma * ds * sigma)
-    hess = (inv_var_mu, jnp.zeros_like(mu), inv_var_sigma * sigma * (2.0 * sigma - prior_sigma))
-    return value, grad, hess
+    exact = (inv_var_mu, 2.0 * grad[0], inv_var_sigma * sigma * (4.0 * sigma - 3.0 * prior_sigma))
+    gauss_newton = (inv_var_mu, jnp.zeros_like(mu), inv_var_sigma * sigma * sigma)
+    return value, grad, exact, gauss_newton
 
 
 def _derivatives(mu, log_sigma, log_z, mean, var):
@@ -263,12 +274,23 @@ def _solve_2x2(h11, h12, h22, g1, g2):
     return d1, d2, positive
 
 
-def _direction(grad, fisher, free_mu, free_ls):
-    """Fisher-scoring direction on the free coordinates (scaled gradient if singular)."""
+def _direction(grad, fisher, free_mu, free_ls, fallback=None):
+    """Newton direction in eta on the free coordinates, in (mu, log sigma).
+
+    `fisher` is the curvature (J^T H_eta J); where it is not positive definite (MAP only),
+    `fallback`, a positive one, is used instead; a singular matrix gives a scaled gradient.
+    """
     g1, g2 = grad
+    if fallback is not None:
+        ok = _solve_2x2(*fisher, g1, g2)[2]
+        h11 = jnp.where(fisher[0] > 0, fisher[0], fallback[0])
+        h22 = jnp.where(fisher[2] > 0, fisher[2], fallback[2])
+        fisher = tuple(jnp.where(ok, f, b) for f, b in zip(fisher, fallback, strict=True))
+    else:
+        h11, h22 = fisher[0], fisher[2]
     f1, f2, fisher_ok = _solve_2x2(*fisher, g1, g2)
-    h1 = jnp.maximum(fisher[0], 1e-30)
-    h2 = jnp.maximum(fisher[2], 1e-30)
+    h1 = jnp.maximum(h11, 1e-30)
+    h2 = jnp.maximum(h22, 1e-30)
     only1 = -g1 / h1
     only2 = -g2 / h2
     both = free_mu & free_ls
@@ -293,21 +315,23 @@ def _box_limit(mu, log_sigma, d_mu, d_ls, moving_mu, moving_ls):
     """Largest step length along `_natural_step` that stays inside the box (inf if none)."""
     slope = d_mu - 2.0 * mu * d_ls
     limits = []
-    # mu(t) = bound  <=>  t (slope + 2 bound d_ls) = bound - mu
+    # mu(t) = bound  <=>  t (slope + 2 bound d_ls) = bound - mu. A bound the point sits on
+    # is one it leaves (outward moves are held): only the other bound counts, however
+    # close its crossing (a huge direction can reach it at a tiny length).
     for bound in MU_BOUNDS:
         rate = slope + 2.0 * bound * d_ls
         safe = jnp.where(rate == 0, 1.0, rate)
-        limits.append(jnp.where(moving_mu & (rate != 0), (bound - mu) / safe, jnp.inf))
+        lim = (bound - mu) / safe
+        ok = moving_mu & (rate != 0) & (mu != bound) & (lim > 0)
+        limits.append(jnp.where(ok, lim, jnp.inf))
     # log sigma(t) = bound  <=>  q(t) = sigma^2 / bound^2
     sigma2 = jnp.exp(2.0 * log_sigma)
     safe_d = jnp.where(d_ls == 0, 1.0, d_ls)
     for bound, towards in zip(SIGMA_BOUNDS, (d_ls < 0, d_ls > 0), strict=True):
-        limits.append(
-            jnp.where(moving_ls & towards, (1.0 - sigma2 / bound**2) / (2.0 * safe_d), jnp.inf)
-        )
-    # Only crossings ahead count; a bound the path leaves from gives a length of about 0.
-    ahead = [jnp.where(lim > 1e-6, lim, jnp.inf) for lim in limits]
-    return functools.reduce(jnp.minimum, ahead)
+        lim = (1.0 - sigma2 / bound**2) / (2.0 * safe_d)
+        ok = moving_ls & towards & (log_sigma != math.log(bound)) & (lim > 0)
+        limits.append(jnp.where(ok, lim, jnp.inf))
+    return functools.reduce(jnp.minimum, limits)
 
 
 def _objective(mu, log_sigma, mean, var, prior):
@@ -343,10 +367,12 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
         grad, fisher = _separately(
             state.iteration >= 0, _derivatives, mu, ls, state.log_z, mean, var
         )
+        fallback = None
         if prior is not None:
-            _, pgrad, phess = _penalty(mu, ls, prior)
+            _, pgrad, exact, gauss_newton = _penalty(mu, ls, prior)
             grad = (grad[0] + pgrad[0], grad[1] + pgrad[1])
-            fisher = (fisher[0] + phess[0], fisher[1], fisher[2] + jnp.abs(phess[2]))
+            fallback = tuple(f + p for f, p in zip(fisher, gauss_newton, strict=True))
+            fisher = tuple(f + p for f, p in zip(fisher, exact, strict=True))
         # Epsilon-active set (Bertsekas): a coordinate near a bound that the gradient pushes
         # against is moved onto the bound, and Newton runs on the other one alone.
         to_mu_lo = (mu <= mu_lo + _NEAR_BOUND) & (grad[0] > 0)
@@ -358,13 +384,21 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
         bound_mu = jnp.where(to_mu_lo, mu_lo, mu_hi)
         bound_ls = jnp.where(to_ls_lo, ls_lo, ls_hi)
 
-        def step_and_limit(grad, fisher, active_mu, active_ls):
-            d_mu, d_ls = _direction(grad, fisher, ~active_mu, ~active_ls)
+        def step_and_limit(grad, fisher, fallback, active_mu, active_ls):
+            d_mu, d_ls = _direction(grad, fisher, ~active_mu, ~active_ls, fallback)
+            # Through the coupling, the direction can push a coordinate that sits on its
+            # bound outwards while the gradient pulls it in; the path would then be clipped
+            # there while the other coordinate runs far along the eta line. Hold it instead.
+            out_mu = ((mu <= mu_lo) & (d_mu < 0)) | ((mu >= mu_hi) & (d_mu > 0))
+            out_ls = ((ls <= ls_lo) & (d_ls < 0)) | ((ls >= ls_hi) & (d_ls > 0))
+            d_mu, d_ls = _direction(
+                grad, fisher, ~(active_mu | out_mu), ~(active_ls | out_ls), fallback
+            )
             # Stop at the first bound on the path rather than clip a far step into the box.
             return d_mu, d_ls, _box_limit(mu, ls, d_mu, d_ls, ~active_mu, ~active_ls)
 
         d_mu, d_ls, limit = _separately(
-            state.iteration >= 0, step_and_limit, grad, fisher, active_mu, active_ls
+            state.iteration >= 0, step_and_limit, grad, fisher, fallback, active_mu, active_ls
         )
 
         def candidate(length):
@@ -390,7 +424,10 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
             state.iteration >= 0, lambda m, s: _objective(m, s, mean, var, prior), new_mu, new_ls
         )
         decrease = grad[0] * (new_mu - mu) + grad[1] * (new_ls - ls)
-        slack = 8.0 * eps * (jnp.abs(state.value) + 1.0)  # rounding noise of the objective
+        # Rounding noise of the objective: its terms log Z and the quadratic can be far
+        # larger than their sum (optimum deep in a tail), and |quad / 2| <= |value| + |log Z|
+        # + |log sigma| + 1.
+        slack = 8.0 * eps * (jnp.abs(state.value) + 2.0 * jnp.abs(state.log_z) + jnp.abs(ls) + 1.0)
         accept = jnp.isfinite(new_value) & (
             new_value <= state.value + _ARMIJO * jnp.minimum(decrease, 0.0) + slack
         )
@@ -399,6 +436,8 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
         take = active & accept
         # A full step whose gain is below the objective's rounding noise: nothing left to gain.
         flat = (t >= 1.0) & accept & (state.value - new_value <= slack)
+        # ... or whose predicted gain (Newton decrement) is: then the step is noise-driven.
+        flat = flat | ((t >= 1.0) & (-decrease <= slack))
         done = state.done | (active & (small | flat | stalled))
         return _State(
             mu=jnp.where(take, new_mu, mu),
