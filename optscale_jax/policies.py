@@ -505,10 +505,12 @@ def _log_cdf(s_min, mu, sigma):
 
 
 @functools.partial(jax.jit, static_argnames=("num_alpha", "num_m", "num_peek"))
-def _cells_of_s_min(mu, sigma, mask, s_min, alphas, ms, peeks, max_n, num_alpha, num_m, num_peek):
+def _cells_of_s_min(
+    mu, sigma, ends, mask, s_min, alphas, ms, peeks, max_n, num_alpha, num_m, num_peek
+):
     """Stops of every (alpha, m) and (alpha, k) cell of one s_min: `[A, M + P, ...]`."""
     mask = jnp.asarray(mask, bool)
-    log_f = _log_cdf(s_min, mu, sigma)
+    log_f = truncnorm.logcdf_from(s_min, mu, sigma, ends)
     n = _positions(mask.shape) + 1
     cap = _cap(mask, max_n)
     # n >= N*_n  <=>  confidence_n = 1 - F_n^n >= alpha (N* is the minimal such n): one
@@ -579,10 +581,12 @@ def optscale_grid(
     alphas = jnp.asarray(alpha, dtype)
     ms = jnp.asarray(min_samples, jnp.int32)
     peeks = jnp.asarray(peek, jnp.int32)
+    # The truncation-point terms of log F are shared by every s_min.
+    ends = truncnorm.endpoints(fit.mu, fit.sigma)
     per_s_min = []
     for s in s_min:
         stops = _cells_of_s_min(
-            fit.mu, fit.sigma, mask, jnp.asarray(s, dtype), alphas, ms, peeks, max_n,
+            fit.mu, fit.sigma, ends, mask, jnp.asarray(s, dtype), alphas, ms, peeks, max_n,
             num_alpha=len(alpha), num_m=len(min_samples), num_peek=len(peek),
         )  # fmt: skip
         per_s_min.append(stops.reshape(-1, *stops.shape[2:]))

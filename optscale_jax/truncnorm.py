@@ -24,13 +24,26 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtri
 from jax.typing import ArrayLike
 
-__all__ = ["logpdf", "logcdf", "logsf", "cdf", "sf", "ppf", "sample", "log_normaliser"]
+__all__ = [
+    "Endpoints",
+    "cdf",
+    "endpoints",
+    "log_normaliser",
+    "logcdf",
+    "logcdf_from",
+    "logpdf",
+    "logsf",
+    "ppf",
+    "sample",
+    "sf",
+]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_HALF = math.log(0.5)
@@ -46,6 +59,9 @@ def _float_dtype(*args: ArrayLike) -> jnp.dtype:
 
 def _log1mexp(d: jax.Array) -> jax.Array:
     """log(1 - exp(d)) for d <= 0, accurate at both ends (Maechler's switch at -log 2)."""
+    # Rounding can make d a hair above 0 when the two masses are equal (fused and unfused
+    # log_ndtr differ in the last bit); the true value is log(0) then, not NaN.
+    d = jnp.minimum(d, 0.0)
     near_zero = d > _LOG_HALF
     # Double where: each branch sees a harmless input where it is not taken.
     d_near = jnp.where(near_zero, d, _LOG_HALF)
@@ -60,6 +76,67 @@ def _log_ndtr_diff(u: jax.Array, v: jax.Array) -> jax.Array:
     hi = jnp.where(mirror, -u, v)
     log_hi = log_ndtr(hi)
     return log_hi + _log1mexp(log_ndtr(lo) - log_hi)
+
+
+def _log_ndtr_diff_from(u, v, log_u, log_neg_u, log_v, log_neg_v):
+    """`_log_ndtr_diff` from given log_ndtr(+-u), log_ndtr(+-v): the same values, no new ones."""
+    mirror = u + v > 0
+    log_hi = jnp.where(mirror, log_neg_u, log_v)
+    return log_hi + _log1mexp(jnp.where(mirror, log_neg_v, log_u) - log_hi)
+
+
+class Endpoints(NamedTuple):
+    """Standardised truncation points a, b and log_ndtr at +-a, +-b (see `logcdf_from`)."""
+
+    a: jax.Array
+    b: jax.Array
+    log_a: jax.Array
+    log_neg_a: jax.Array
+    log_b: jax.Array
+    log_neg_b: jax.Array
+
+
+@jax.jit
+def endpoints(mu: ArrayLike, sigma: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0):
+    """The parts of `logcdf` that do not depend on x, to evaluate it at many x cheaply.
+
+    Args:
+        mu: location of the untruncated normal.
+        sigma: scale of the untruncated normal (> 0).
+        low: lower truncation point.
+        high: upper truncation point (> low).
+
+    Returns:
+        `Endpoints`, broadcast over the arguments.
+    """
+    _, mu, sigma, low, high = _standardise(0.0, mu, sigma, low, high)
+    a, b = (low - mu) / sigma, (high - mu) / sigma
+    return Endpoints(a, b, log_ndtr(a), log_ndtr(-a), log_ndtr(b), log_ndtr(-b))
+
+
+@jax.jit
+def logcdf_from(x: ArrayLike, mu: ArrayLike, sigma: ArrayLike, ends: Endpoints) -> jax.Array:
+    """`logcdf(x, mu, sigma, low, high)` given `ends = endpoints(mu, sigma, low, high)`.
+
+    Equal to `logcdf` value for value; costs two `log_ndtr` evaluations instead of four,
+    which halves the work when one fit is evaluated at several thresholds.
+
+    Args:
+        x: points.
+        mu: location of the untruncated normal.
+        sigma: scale of the untruncated normal (> 0).
+        ends: the fit's `endpoints`.
+
+    Returns:
+        log F(x), broadcast over the arguments.
+    """
+    dtype = _float_dtype(x, mu, sigma, ends.a)
+    x, mu, sigma = (jnp.asarray(t, dtype) for t in (x, mu, sigma))
+    z = jnp.clip((x - mu) / sigma, ends.a, ends.b)
+    log_z, log_neg_z = log_ndtr(z), log_ndtr(-z)
+    log_left = _log_ndtr_diff_from(ends.a, z, ends.log_a, ends.log_neg_a, log_z, log_neg_z)
+    log_right = _log_ndtr_diff_from(z, ends.b, log_z, log_neg_z, ends.log_b, ends.log_neg_b)
+    return -jax.nn.softplus(log_right - log_left)
 
 
 def _standardise(x, mu, sigma, low, high):

@@ -127,3 +127,23 @@ def test_samples_follow_the_distribution(dtype):
     batched = truncnorm.sample(jax.random.PRNGKey(1), jnp.array([[0.1], [0.9]]), 0.2, (2, 5000))
     assert batched.shape == (2, 5000)
     assert float(batched[0].mean()) < 0.3 < 0.6 < float(batched[1].mean())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logcdf_from_shared_endpoints_equals_logcdf(dtype):
+    rng = np.random.default_rng(3)
+    mu = rng.uniform(-30, 31, 400).astype(dtype)
+    sigma = np.exp(rng.uniform(np.log(1e-3), np.log(10), 400)).astype(dtype)
+    ends = truncnorm.endpoints(mu, sigma)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for x in (0.3, 0.9, 0.999):
+        expected = np.asarray(truncnorm.logcdf(dtype(x), mu, sigma))
+        got = np.asarray(truncnorm.logcdf_from(dtype(x), mu, sigma, ends))
+        assert got.dtype == dtype
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(np.isfinite(got), finite)
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=rtol, atol=1e-300)
+    # F(1) = 1 in a batch too (rounding in equal masses once gave NaN here).
+    np.testing.assert_allclose(np.asarray(truncnorm.logcdf(dtype(1.0), mu, sigma)), 0.0, atol=1e-6)
+    assert np.all(np.asarray(truncnorm.logcdf_from(dtype(1.0), mu, sigma, ends)) == 0.0)
+    assert np.all(np.asarray(truncnorm.logcdf_from(dtype(0.0), mu, sigma, ends)) == -np.inf)
