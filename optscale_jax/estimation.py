@@ -29,8 +29,9 @@ iteration stops when all have, or after MAX_STEPS.
 The MAP objective adds the prior's gradient and its Hessian in eta, mapped to theta
 (`_penalty`), so the step stays the exact Newton step in eta; where that Hessian makes
 the sum indefinite, the prior's Gauss-Newton curvature is used instead. For speed on
-CPU the stages of an iteration are compiled as separate computations (`_separately`) and
-the batch is solved in blocks of BLOCK fits (`lax.map`).
+CPU the stages of an iteration are compiled as separate computations (`_separately`), the
+batch is solved in blocks of BLOCK fits, and on large batches the fits still unfinished
+after a few iterations are gathered and finished apart (`_solve`).
 
 Conventions (documented, never NaN):
 
@@ -78,11 +79,12 @@ MU_BOUNDS = (-1.0, 2.0)
 SIGMA_BOUNDS = (1e-3, 3.0)
 MAX_STEPS = 40
 BLOCK = 8192  # fits per block of the solver (a power of two)
+COMPACT_MIN = 4 * BLOCK  # batches from this size on finish their slow fits compacted
+COMPACT_STEPS = (4, 7)  # iterations at the end of the first and second rounds (`_solve`)
 NO_DATA_MU = 0.5
 NO_DATA_SIGMA = 1.0 / math.sqrt(12.0)
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_LOG_HALF = math.log(0.5)
 _ARMIJO = 1e-4
 _STEP_CUT = 0.25
 _NEAR_BOUND = 1e-2
@@ -184,10 +186,13 @@ def prefix_stats(
 
 
 def _log1mexp(d):
-    near_zero = d > _LOG_HALF
-    d_near = jnp.where(near_zero, d, _LOG_HALF)
-    d_far = jnp.where(near_zero, 2.0 * _LOG_HALF, d)
-    return jnp.where(near_zero, jnp.log(-jnp.expm1(d_near)), jnp.log1p(-jnp.exp(d_far)))
+    """log(1 - e^d) for d < 0, to an absolute error of eps.
+
+    For d << 0 the result, about -e^d, is only absolutely accurate (log1p(-exp(d)) there
+    would be relatively accurate); log Z is added to terms of order one, so that is
+    enough, and the two-branch form (four transcendentals) made the solver 6% slower.
+    """
+    return jnp.log(-jnp.expm1(d))
 
 
 def _log_z(mu, sigma):
@@ -255,6 +260,8 @@ def _derivatives(mu, log_sigma, log_z, mean, var):
 
 
 class _State(NamedTuple):
+    """Per-fit solver state (the iteration counter is kept apart: it is shared)."""
+
     mu: jax.Array
     log_sigma: jax.Array
     value: jax.Array
@@ -262,7 +269,6 @@ class _State(NamedTuple):
     step_length: jax.Array
     done: jax.Array
     steps: jax.Array
-    iteration: jax.Array
 
 
 def _solve_2x2(h11, h12, h22, g1, g2):
@@ -353,20 +359,35 @@ def _separately(always, fn, *args):
     return lax.cond(always, fn, never, *args)
 
 
-def _newton(mu0, log_sigma0, mean, var, prior, frozen):
-    """Newton in natural parameters, projected onto the box; `frozen` elements stay put."""
-    dtype = mu0.dtype
+def _start(mu0, log_sigma0, mean, var, prior, frozen) -> _State:
+    """Solver state at the starting point; `frozen` fits count as done from the start."""
+    value0, log_z0 = _objective(mu0, log_sigma0, mean, var, prior)
+    return _State(
+        mu=mu0,
+        log_sigma=log_sigma0,
+        value=value0,
+        log_z=log_z0,
+        step_length=jnp.ones_like(mu0),
+        done=frozen,
+        steps=jnp.zeros(mu0.shape, jnp.int32),
+    )
+
+
+def _iterate(state: _State, data, start: int, stop: int) -> _State:
+    """Newton iterations start..stop-1 in natural parameters, projected onto the box.
+
+    Runs until every fit is done or `stop` is reached; `data` is (mean, var, prior).
+    """
+    mean, var, prior = data
+    dtype = state.mu.dtype
     eps = jnp.finfo(dtype).eps
     tol = math.sqrt(float(eps))
     mu_lo, mu_hi = MU_BOUNDS
     ls_lo, ls_hi = math.log(SIGMA_BOUNDS[0]), math.log(SIGMA_BOUNDS[1])
-    value0, log_z0 = _objective(mu0, log_sigma0, mean, var, prior)
 
-    def propose(state: _State):
+    def propose(state: _State, iteration):
         mu, ls = state.mu, state.log_sigma
-        grad, fisher = _separately(
-            state.iteration >= 0, _derivatives, mu, ls, state.log_z, mean, var
-        )
+        grad, fisher = _separately(iteration >= 0, _derivatives, mu, ls, state.log_z, mean, var)
         fallback = None
         if prior is not None:
             _, pgrad, exact, gauss_newton = _penalty(mu, ls, prior)
@@ -398,7 +419,7 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
             return d_mu, d_ls, _box_limit(mu, ls, d_mu, d_ls, ~active_mu, ~active_ls)
 
         d_mu, d_ls, limit = _separately(
-            state.iteration >= 0, step_and_limit, grad, fisher, fallback, active_mu, active_ls
+            iteration >= 0, step_and_limit, grad, fisher, fallback, active_mu, active_ls
         )
 
         def candidate(length):
@@ -411,17 +432,18 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
         new_mu, new_ls = candidate(state.step_length)
         return new_mu, new_ls, grad[0], grad[1]
 
-    def body(state: _State) -> _State:
+    def body(carry):
+        state, iteration = carry
         mu, ls = state.mu, state.log_sigma
         # The loop counter is a runtime value, so XLA cannot fold the conditionals away.
-        new_mu, new_ls, g_mu, g_ls = _separately(state.iteration >= 0, propose, state)
+        new_mu, new_ls, g_mu, g_ls = _separately(iteration >= 0, propose, state, iteration)
         grad = (g_mu, g_ls)
         t = state.step_length
         # Converged when a full projected step (t = 1) is negligible: mu in units of sigma.
         mu_scale = tol * jnp.exp(ls) + 4.0 * eps * jnp.abs(mu)
         small = (t >= 1.0) & (jnp.abs(new_mu - mu) <= mu_scale) & (jnp.abs(new_ls - ls) <= tol)
         new_value, new_log_z = _separately(
-            state.iteration >= 0, lambda m, s: _objective(m, s, mean, var, prior), new_mu, new_ls
+            iteration >= 0, lambda m, s: _objective(m, s, mean, var, prior), new_mu, new_ls
         )
         decrease = grad[0] * (new_mu - mu) + grad[1] * (new_ls - ls)
         # Rounding noise of the objective: its terms log Z and the quadratic can be far
@@ -439,7 +461,7 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
         # ... or whose predicted gain (Newton decrement) is: then the step is noise-driven.
         flat = flat | ((t >= 1.0) & (-decrease <= slack))
         done = state.done | (active & (small | flat | stalled))
-        return _State(
+        new_state = _State(
             mu=jnp.where(take, new_mu, mu),
             log_sigma=jnp.where(take, new_ls, ls),
             value=jnp.where(take, new_value, state.value),
@@ -447,27 +469,112 @@ def _newton(mu0, log_sigma0, mean, var, prior, frozen):
             step_length=jnp.where(accept, 1.0, t * _STEP_CUT).astype(dtype),
             done=done,
             steps=state.steps + active.astype(jnp.int32),
-            iteration=state.iteration + 1,
+        )
+        return new_state, iteration + 1
+
+    def cond(carry) -> jax.Array:
+        state, iteration = carry
+        return (iteration < stop) & ~jnp.all(state.done)
+
+    return lax.while_loop(cond, body, (state, jnp.asarray(start, jnp.int32)))[0]
+
+
+def _in_blocks(state: _State, data, start: int, stop: int) -> _State:
+    """`_iterate` on blocks of BLOCK fits in sequence, updating `state` in place.
+
+    Each block's loop stops as soon as that block is done, and its arrays stay in cache.
+    (lax.map, which stacks the blocks' outputs into new arrays, cost as much as two
+    iterations of the solver.)
+    """
+    size = state.mu.shape[0]
+    if size <= BLOCK:
+        return _iterate(state, data, start, stop)
+    assert size % BLOCK == 0, size  # sizes are powers of two (`_bucketed`)
+
+    def block(i, state):
+        first = i * BLOCK
+        part = jax.tree_util.tree_map(
+            lambda x: lax.dynamic_slice(x, (first,), (BLOCK,)), (state, data)
+        )
+        part = _iterate(*part, start, stop)
+        return jax.tree_util.tree_map(
+            lambda x, y: lax.dynamic_update_slice(x, y, (first,)), state, part
         )
 
-    def cond(state: _State) -> jax.Array:
-        return (state.iteration < MAX_STEPS) & ~jnp.all(state.done)
+    return lax.fori_loop(0, size // BLOCK, block, state)
 
-    init = _State(
-        mu=mu0,
-        log_sigma=log_sigma0,
-        value=value0,
-        log_z=log_z0,
-        step_length=jnp.ones_like(mu0),
-        done=frozen,
-        steps=jnp.zeros(mu0.shape, jnp.int32),
-        iteration=jnp.zeros((), jnp.int32),
+
+def _compacted(state: _State, data, start: int, rounds) -> _State:
+    """Runs `rounds` ((stop, width), ...) on the unfinished fits only.
+
+    The unfinished fits are gathered `width` at a time (in order, as many chunks as
+    needed) and iterated up to `stop`; the next round compacts that buffer again, so
+    each round scans only its parent's buffer. Every unfinished fit has run exactly
+    `start` iterations, so the shared counter stays exact per fit. All of it is traced
+    (no host round trip), so it also runs inside a caller's jit.
+    """
+    (stop, width), rest = rounds[0], rounds[1:]
+    total = state.mu.shape[0]
+    pending = ~state.done
+    # The indices of the unfinished fits in order (jnp.nonzero, whose cumsum is 8x slower
+    # on CPU than this scan), padded so every chunk's slice lies inside; `total` = empty.
+    rank = lax.associative_scan(jnp.add, pending.astype(jnp.int32))
+    count = rank[-1]
+    order = jnp.full((total + width,), total, jnp.int32)
+    order = order.at[jnp.where(pending, rank - 1, total + width)].set(
+        jnp.arange(total, dtype=jnp.int32), mode="drop"
     )
-    return lax.while_loop(cond, body, init)
+
+    def chunk(carry):
+        first, state = carry
+        index = lax.dynamic_slice(order, (first,), (width,))
+        gather = lambda x: x.at[index].get(mode="clip")  # noqa: E731
+        sub_data = jax.tree_util.tree_map(gather, data)
+        # Unfinished fits have run exactly `start` iterations: done and steps are known.
+        sub_state = _State(
+            *(gather(x) for x in state[:5]),
+            done=index >= total,
+            steps=jnp.full((width,), start, jnp.int32),
+        )
+        sub_state = _in_blocks(sub_state, sub_data, start, stop)
+        if rest:
+            sub_state = _compacted(sub_state, sub_data, stop, rest)
+        # log_z and step_length are not needed after the last round: left stale.
+        state = state._replace(
+            **{
+                field: getattr(state, field).at[index].set(getattr(sub_state, field), mode="drop")
+                for field in ("mu", "log_sigma", "value", "done", "steps")
+            }
+        )
+        return first + width, state
+
+    return lax.while_loop(lambda carry: carry[0] < count, chunk, (jnp.int32(0), state))[1]
 
 
-def _fit(n, s1, s2, prior):
-    """Shared MLE / MAP driver on broadcast arrays of one float dtype."""
+def _schedule(size: int) -> tuple[tuple[int, int | None], ...]:
+    """Rounds of the solver: (iteration it stops at, width of its buffer or None for all)."""
+    if size < COMPACT_MIN:
+        return ((MAX_STEPS, None),)
+    first, second = COMPACT_STEPS
+    return ((first, None), (second, size // 4), (MAX_STEPS, size // 64))
+
+
+def _solve(state: _State, data, schedule=None) -> _State:
+    """Runs the solver's rounds (`_schedule`): all fits in blocks, then only unfinished ones.
+
+    A block waits for its slowest fit: about 10 iterations where the mean fit needs 4.
+    So on large batches the first round stops after a few iterations, and the few fits
+    left are gathered into narrower buffers for the next rounds.
+    """
+    if schedule is None:
+        schedule = _schedule(state.mu.shape[0])
+    (stop, _), rest = schedule[0], schedule[1:]
+    state = _in_blocks(state, data, 0, stop)
+    return _compacted(state, data, stop, rest) if rest else state
+
+
+def _fit(n, s1, s2, prior, schedule=None):
+    """Shared MLE / MAP driver on flat arrays of one float dtype."""
     dtype = s1.dtype
     eps = jnp.finfo(dtype).eps
     has_data = n > 0
@@ -500,7 +607,9 @@ def _fit(n, s1, s2, prior):
     if prior is None:
         mu_start = jnp.where(degenerate, mean, mu_start)
         sigma_start = jnp.where(degenerate, sigma_lo, sigma_start)
-    state = _newton(mu_start, jnp.log(sigma_start), mean, var, prior_terms, frozen)
+    data = (mean, var, prior_terms)
+    state = _start(mu_start, jnp.log(sigma_start), *data, frozen)
+    state = _solve(state, data, schedule)
     mu = state.mu
     sigma = jnp.exp(state.log_sigma)
     sigma = jnp.where(state.log_sigma <= math.log(SIGMA_BOUNDS[0]), sigma_lo, sigma)
@@ -551,40 +660,18 @@ def _bucketed(solver, *args):
     return jax.tree_util.tree_map(lambda v: v[:size].reshape(shape), fit)
 
 
-def _in_blocks(fit_block, *flat):
-    """Applies `fit_block` to blocks of BLOCK entries in sequence (lax.map).
-
-    Each block's Newton loop stops as soon as that block has converged, so a rare slow
-    fit costs the iterations of its block only, and a block's arrays stay in cache.
-    """
-    size = flat[0].shape[0]
-    if size <= BLOCK:
-        return fit_block(*flat)
-    blocks = [x.reshape(size // BLOCK, BLOCK) for x in flat]
-    fit = lax.map(lambda block: fit_block(*block), blocks)
-    return jax.tree_util.tree_map(lambda v: v.reshape(size), fit)
+# `schedule` (static) overrides `_schedule`, for tests.
+@functools.partial(jax.jit, static_argnames="schedule")
+def _fit_mle_flat(n, s1, s2, schedule=None):
+    return _fit(n, s1, s2, None, schedule)
 
 
-@jax.jit
-def _fit_mle_flat(n, s1, s2):
-    return _in_blocks(lambda *a: _fit(*a, None), n, s1, s2)
-
-
-@jax.jit
-def _fit_map_flat(n, s1, s2, prior_mu, prior_sigma, scale_mu, scale_sigma):
+@functools.partial(jax.jit, static_argnames="schedule")
+def _fit_map_flat(n, s1, s2, prior_mu, prior_sigma, scale_mu, scale_sigma, schedule=None):
     # Padding gives scale 0 on empty entries; any positive value keeps them finite.
     scale_mu = jnp.where(n > 0, scale_mu, 1.0)
     scale_sigma = jnp.where(n > 0, scale_sigma, 1.0)
-    return _in_blocks(
-        lambda n, s1, s2, *prior: _fit(n, s1, s2, prior),
-        n,
-        s1,
-        s2,
-        prior_mu,
-        prior_sigma,
-        scale_mu,
-        scale_sigma,
-    )
+    return _fit(n, s1, s2, (prior_mu, prior_sigma, scale_mu, scale_sigma), schedule)
 
 
 def _fit_mle_stats(n, s1, s2):

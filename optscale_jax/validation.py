@@ -98,6 +98,10 @@ def check_scores(
             raise ValueError(
                 f"mask has shape {checked.shape} but {name} has shape {array.shape}; they must match"
             )
+    # Fast path, two reductions without temporaries: NaN makes min / max NaN and fail, and
+    # scores valid everywhere are valid under any mask. Only failures are located below.
+    if array.size == 0 or (array.min() >= 0.0 and array.max() <= 1.0):
+        return array, checked
     present = np.ones(array.shape, bool) if checked is None else checked
     bad = present & ~np.isfinite(array)
     if bad.any():

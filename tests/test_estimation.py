@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -329,3 +330,40 @@ def test_map_converges_on_scores_piled_at_one(dtype):
                     for start in starts
                 )
                 assert ours[q, j] <= best + 1e-6 * max(abs(best), 1e-3), (q, j, ours[q, j], best)
+
+
+def test_compacted_solver_matches_the_plain_solver():
+    """Large batches finish slow fits in compacted rounds: same fits, also inside jit."""
+    from optscale_jax import estimation, truncnorm
+
+    questions = estimation.COMPACT_MIN
+    key_params, key_scores = jax.random.split(jax.random.PRNGKey(5))
+    params = jax.random.uniform(key_params, (2, questions, 1))
+    mu, sigma = -0.5 + 2.0 * params[0], 0.05 + 0.45 * params[1]
+    scores = np.array(truncnorm.sample(key_scores, mu, sigma, (questions, 16)))
+    # Slow fits: scores piled near 0 or 1 with one outlier (optima on or near mu's bound).
+    scores[:40] = np.where(np.arange(16) < 15, 1e-3 * np.arange(40)[:, None] / 40, 0.6)
+    scores[40:80] = 1.0 - scores[:40]
+    mask = np.arange(16)[None, :] < np.random.default_rng(5).integers(0, 17, (questions, 1))
+    stats = sufficient_stats(scores, mask)
+    prior = (0.6, 0.2, 0.3, 0.3)
+
+    def solve(schedule, prior=()):
+        solver = estimation._fit_map_flat if prior else estimation._fit_mle_flat
+        return estimation._bucketed(functools.partial(solver, schedule=schedule), *stats, *prior)
+
+    plain = solve(((estimation.MAX_STEPS, None),))
+    assert int(np.max(np.asarray(plain.steps))) > estimation.COMPACT_STEPS[1]
+    fits = [
+        fit_mle(scores, mask),
+        jax.jit(lambda s, m: fit_mle_stats(*sufficient_stats(s, m)))(scores, mask),
+        # Narrow buffers: the unfinished fits take many chunks per round.
+        solve(((2, None), (5, 256), (estimation.MAX_STEPS, 64))),
+    ]
+    map_plain = solve(((estimation.MAX_STEPS, None),), prior)
+    map_fit = fit_map_stats(*stats, *prior[:2], prior[2:])
+    for fit, reference in [(f, plain) for f in fits] + [(map_fit, map_plain)]:
+        np.testing.assert_array_equal(fit.status, reference.status)
+        np.testing.assert_array_equal(fit.steps, reference.steps)
+        for field in ("mu", "sigma", "nll"):
+            np.testing.assert_allclose(getattr(fit, field), getattr(reference, field), rtol=1e-6)
