@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.cli import _import
+from optscale_jax.experiments.subcommands import add_subcommands
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "estimator": ("experiments.bench_estimator", "batched MLE + N* vs the released scipy loop"),
-    "replay": ("experiments.bench_replay", "prefix fits/s and the (s_min, alpha) grid cost"),
-    "sim": ("sim.bench", "exact-maximum vs draw-N trials/s; coverage vs RNG floor"),
-    "live": ("live.bench", "decision overhead per wave; adaptive vs fixed tokens"),
+    "estimator": ("optscale_jax.experiments.bench_estimator", "batched MLE + N* vs the released scipy loop"),
+    "replay": ("optscale_jax.experiments.bench_replay", "prefix fits/s and the (s_min, alpha) grid cost"),
+    "sim": ("optscale_jax.experiments.bench_sim", "exact-maximum vs draw-N trials/s; coverage vs RNG floor"),
+    "live": ("optscale_jax.experiments.bench_live", "decision overhead per wave; adaptive vs fixed tokens"),
 }
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (module_name, help_text) in BENCHMARKS.items():
-        module = _import(module_name)
-        if module is None:
-            continue
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.configure(sub)
-        sub.set_defaults(_bench=module.run)
+    add_subcommands(subparsers, BENCHMARKS, "_bench")
 
 
 def run(args: argparse.Namespace) -> int:

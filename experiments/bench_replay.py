@@ -3,7 +3,7 @@
 A synthetic log (per question mu ~ U(0.3, 0.8), sigma ~ U(0.05, 0.3); truncated-normal
 scores from the core sampler; seeded) is replayed over R sample orders with OptScale0
 (sequential rule). The single cell and the whole grid run the same code
-(`experiments.replay.optscale_decisions`: one batched prefix fit, then per cell only
+(`optscale_jax.replay.optscale_decisions`: one batched prefix fit, then per cell only
 elementwise work), so `grid_cost_ratio` = grid time / single-cell time shows what the grid
 adds on top of the fits. Compilation is excluded (warm-up runs on the same shapes). The
 ratio is computed from process CPU time, which other jobs on a shared machine do not
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from experiments.replay_cli import add_grid_argument
+from optscale_jax.experiments.replay_cli import add_grid_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +68,8 @@ def run(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments import replay
-    from experiments.logs import Log
-    from optscale_jax import policies, truncnorm
+    from optscale_jax import policies, replay, truncnorm
+    from optscale_jax.logs import Log
 
     dtype = jnp.dtype(args.dtype)
     q, k, r = args.questions, args.samples, args.permutations

@@ -8,18 +8,19 @@ only dispatches, so `optscale --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import types
+
+from optscale_jax.experiments.subcommands import add_subcommands, name_flag
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("experiments.replay_cli", "replay a logged run with OptScale and every baseline"),
-    "simulate": ("sim.cli", "Monte Carlo studies of the N* bound; synthetic logs"),
-    "sample": ("live.cli", "sample live with vLLM + a verifier, stopping by OptScale"),
-    "plot": ("figures.cli", "publication figures from replay / simulate outputs"),
-    "prior": ("experiments.prior_cli", "train / predict / evaluate the OptScalet prior"),
-    "bench": ("experiments.bench", "benchmarks that print their figures"),
+    "replay": ("optscale_jax.experiments.replay_cli", "replay a logged run with OptScale and every baseline"),
+    "simulate": ("optscale_jax.experiments.simulate_cli", "Monte Carlo studies of the N* bound; synthetic logs"),
+    "sample": ("optscale_jax.experiments.sample_cli", "sample live with vLLM + a verifier, stopping by OptScale"),
+    "plot": ("optscale_jax.experiments.plot_cli", "publication figures from replay / simulate outputs"),
+    "prior": ("optscale_jax.experiments.prior_cli", "train / predict / evaluate the OptScalet prior"),
+    "figures": ("optscale_jax.experiments.figure_set", "regenerate the README's figure set"),
+    "bench": ("optscale_jax.experiments.bench", "benchmarks that print their figures"),
 }
 
 
@@ -29,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="optscale-jax: adaptive Best-of-N sampling (OptScale) in JAX.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = _import(module_name)
-        if module is None:
-            continue
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.configure(sub)
-        sub.set_defaults(_run=module.run)
+    add_subcommands(subparsers, COMMANDS, "_run")
     return parser
 
 
@@ -49,18 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError) as error:
         # Bad input: the message names the argument or the file and line.
-        print(f"optscale {args.command}: error: {error}", file=sys.stderr)
+        message = name_flag(str(error), getattr(args, "_flags", frozenset()))
+        print(f"optscale {args.command}: error: {message}", file=sys.stderr)
         return 2
-
-
-def _import(module_name: str) -> types.ModuleType | None:
-    """The subcommand's module, or None while that part is not built yet."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        return None
 
 
 if __name__ == "__main__":

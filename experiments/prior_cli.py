@@ -6,7 +6,7 @@ predict  writes {id, mu, sigma} per question of a questions file (JSONL), and op
          `prior` field into a per-question replay log.
 eval     trains (unless --model) and scores the predictor on MATH500 against the constant
          training median and the predictor released with the paper.
-study    the downstream study: OptScalet replayed with each prior (`experiments.prior_study`).
+study    the downstream study: OptScalet replayed with each prior (`optscale_jax.experiments.prior_study`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import argparse
 import dataclasses
 import pathlib
 import sys
+
+from optscale_jax.io import read_jsonl, write_jsonl_records
 
 DEFAULT_SEED = 0
 
@@ -55,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _training_arguments(evaluate)
 
     study = sub.add_parser("study", help="downstream replay study of the priors")
-    from experiments import prior_study
+    from optscale_jax.experiments import prior_study
 
     prior_study.configure(study)
 
@@ -87,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.prior_command == "eval":
         return _eval(args)
-    from experiments import prior_study
+    from optscale_jax.experiments import prior_study
 
     return prior_study.run(args)
 
 
 def _model_config(args: argparse.Namespace):
-    from experiments.prior import ModelConfig
+    from optscale_jax.prior import ModelConfig
 
     changes = {"seed": args.seed}
     for name in ("epochs", "members"):
@@ -115,14 +117,14 @@ def train_from_args(args: argparse.Namespace):
     Returns:
         The trained `PriorPredictor`.
     """
-    from experiments import prior
+    from optscale_jax import prior
     from optscale_jax.datasets import MATH_TRAIN_PRM_STATS, data_path
 
     kind, model_path = prior.parse_features(args.features)
     if model_path is not None and not pathlib.Path(model_path).exists():
         raise FileNotFoundError(f"--features: no model at {model_path}")
     data = pathlib.Path(args.data) if args.data else data_path(MATH_TRAIN_PRM_STATS)
-    records = prior.read_jsonl(data)
+    records = read_jsonl(data)
     mu, sigma = prior.prm_targets(records, str(data))
     featuriser = prior.fit_featuriser(records, kind, embed_model=model_path)
     features = prior.featurise(records, featuriser, progress=not args.quiet)
@@ -132,7 +134,7 @@ def train_from_args(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from experiments import prior
+    from optscale_jax import prior
 
     predictor = train_from_args(args)
     prior.save_prior(predictor, args.out)
@@ -148,12 +150,12 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from experiments import prior
+    from optscale_jax import prior
 
     if (args.log is None) != (args.write_log is None):
         raise ValueError("--log and --write-log go together")
     predictor = prior.load_prior(args.model)
-    records = prior.read_jsonl(args.questions)
+    records = read_jsonl(args.questions)
     if not records:
         raise ValueError(f"{args.questions}: no questions")
     ids = [prior.question_id(r, str(i)) for i, r in enumerate(records)]
@@ -166,7 +168,7 @@ def _predict(args: argparse.Namespace) -> int:
         mu, sigma = prior.moments_to_truncnorm(mean, std)
     else:
         mu, sigma = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    prior.write_jsonl_records(
+    write_jsonl_records(
         (
             {"id": i, "mu": float(m), "sigma": float(s)}
             for i, m, s in zip(ids, mu, sigma, strict=True)
@@ -185,7 +187,7 @@ def _write_log_priors(log_path: str, out_path: str, table: dict[str, tuple[float
     """Copies a log with each question's `prior` set from `table` (every id must be there)."""
     import numpy as np
 
-    from experiments.logs import read_log, write_jsonl
+    from optscale_jax.logs import read_log, write_jsonl
 
     log = read_log(log_path)
     missing = [i for i in log.ids if i not in table]
@@ -216,7 +218,7 @@ def evaluate_predictions(
     """
     import numpy as np
 
-    from experiments import prior
+    from optscale_jax import prior
 
     target_mu, target_sigma = prior.prm_targets(test_records, "--test")
 
@@ -238,9 +240,9 @@ def evaluate_predictions(
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from experiments import prior
-    from experiments.results import write_json
+    from optscale_jax import prior
     from optscale_jax.datasets import MATH500_PRM_STATS, MATH_TRAIN_PRM_STATS, data_path
+    from optscale_jax.io import write_json
 
     out = pathlib.Path(args.out)
     if args.model:
@@ -250,11 +252,11 @@ def _eval(args: argparse.Namespace) -> int:
         predictor = train_from_args(args)
         model_dir = prior.save_prior(predictor, out / "model")
     train_path = pathlib.Path(args.data) if args.data else data_path(MATH_TRAIN_PRM_STATS)
-    train_mu, train_sigma = prior.prm_targets(prior.read_jsonl(train_path), str(train_path))
+    train_mu, train_sigma = prior.prm_targets(read_jsonl(train_path), str(train_path))
     median = (float(np.median(train_mu)), float(np.median(train_sigma)))
 
     test_path = pathlib.Path(args.test) if args.test else data_path(MATH500_PRM_STATS)
-    test_records = prior.read_jsonl(test_path)
+    test_records = read_jsonl(test_path)
     mean, std = prior.predict_prior(predictor, test_records, progress=not args.quiet)
     scores = evaluate_predictions(mean, std, test_records, median)
     tn_mu, tn_sigma = prior.moments_to_truncnorm(mean, std)
@@ -274,7 +276,7 @@ def _eval(args: argparse.Namespace) -> int:
         },
     }
     write_json(result, out / "prior_eval.json")
-    prior.write_jsonl_records(
+    write_jsonl_records(
         (
             {
                 "unique_id": prior.question_id(r, str(i)),

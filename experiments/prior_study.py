@@ -1,8 +1,8 @@
 """Downstream study: which prior helps OptScalet on a semi-synthetic MATH500 log?
 
 Each MATH500 question gets a truncated-normal score law moment-matched to its real PRM score
-mean and standard deviation (`sim.populations.moment_match`); `sim.logs.synthetic_log` draws
-a log from those laws. The log is replayed (`experiments.replay.evaluate`, the engine of
+mean and standard deviation (`optscale_jax.sim.populations.moment_match`); `optscale_jax.sim.logs.synthetic_log` draws
+a log from those laws. The log is replayed (`optscale_jax.replay.evaluate`, the engine of
 `optscale replay`: seeded dev/test split, settings chosen on dev, reported on test) with
 
 * OptScale0 (no prior, refit after every sample),
@@ -24,6 +24,8 @@ import argparse
 import dataclasses
 import pathlib
 import sys
+
+from optscale_jax.io import read_jsonl, write_jsonl_records
 
 STUDY_COLUMNS = (
     "method",
@@ -98,8 +100,9 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _learned_predictor(args: argparse.Namespace, out: pathlib.Path):
-    from experiments import prior
-    from experiments.prior_cli import DEFAULT_SEED, train_from_args
+    from optscale_jax.experiments.prior_cli import DEFAULT_SEED, train_from_args
+
+    from optscale_jax import prior
 
     if args.model:
         return prior.load_prior(args.model)
@@ -130,7 +133,7 @@ def prior_tables(records, predictor, train_records) -> dict[str, tuple]:
     """
     import numpy as np
 
-    from experiments import prior
+    from optscale_jax import prior
 
     mean, std = prior.predict_prior(predictor, records)
     train_mu, train_sigma = prior.prm_targets(train_records)
@@ -152,18 +155,18 @@ def prior_tables(records, predictor, train_records) -> dict[str, tuple]:
 def run(args: argparse.Namespace) -> int:
     """Builds the log, replays every prior, writes the tables."""
     import numpy as np
+    from optscale_jax.sim.logs import synthetic_log
+    from optscale_jax.sim.populations import moment_match
 
-    from experiments import prior
-    from experiments.replay import ReplayConfig, evaluate
-    from experiments.results import write_csv, write_json
+    from optscale_jax import prior
     from optscale_jax.datasets import MATH500_PRM_STATS, MATH_TRAIN_PRM_STATS, data_path
-    from sim.logs import synthetic_log
-    from sim.populations import moment_match
+    from optscale_jax.io import write_csv, write_json
+    from optscale_jax.replay import ReplayConfig, evaluate
 
     _check(args)
     out = pathlib.Path(args.out)
-    records = prior.read_jsonl(data_path(MATH500_PRM_STATS))
-    train_records = prior.read_jsonl(data_path(MATH_TRAIN_PRM_STATS))
+    records = read_jsonl(data_path(MATH500_PRM_STATS))
+    train_records = read_jsonl(data_path(MATH_TRAIN_PRM_STATS))
     mean, std = prior.prm_targets(records)
     true_mu, true_sigma = moment_match(np.clip(mean, 1e-4, 1 - 1e-4), np.maximum(std, 1e-4))
     ids = [prior.question_id(r, str(i)) for i, r in enumerate(records)]
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     tables["oracle"] = (true_mu, true_sigma)
     specs = {"none": None, "eb": "eb"}
     for name, (mu, sigma) in tables.items():
-        path = prior.write_jsonl_records(
+        path = write_jsonl_records(
             (
                 {"id": i, "mu": float(m), "sigma": float(s)}
                 for i, m, s in zip(ids, mu, sigma, strict=True)
@@ -252,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     write_csv(rows, out / "prior_study.csv", columns=STUDY_COLUMNS)
     write_json(
         {
-            "log": "MATH500 PRM statistics, moment-matched truncated normals, sim.logs.synthetic_log",
+            "log": "MATH500 PRM statistics, moment-matched truncated normals, optscale_jax.sim.logs.synthetic_log",
             "k": args.k,
             "permutations": args.permutations,
             "s_min": args.s_min,

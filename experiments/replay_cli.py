@@ -12,7 +12,7 @@ import math
 import pathlib
 import sys
 
-from experiments.replay import METHODS, PER_QUESTION_COLUMNS, RESULT_COLUMNS, ReplayConfig
+from optscale_jax.replay import METHODS, PER_QUESTION_COLUMNS, RESULT_COLUMNS, ReplayConfig
 
 FORMATS = ("auto", "jsonl", "parquet", "optscale-pool", "search-and-learn", "gpqa-genrm")
 _DEFAULTS = ReplayConfig()
@@ -160,7 +160,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
             raise ValueError(f"{flag} must be finite and >= 0, got {value}")
     if not all(math.isfinite(s) and s > 0 for s in args.prior_scale):
         raise ValueError(f"--prior-scale must be two positive numbers, got {args.prior_scale}")
-    from experiments.replay import parse_split
+    from optscale_jax.replay import parse_split
 
     parse_split(args.split)
     return ReplayConfig(
@@ -187,7 +187,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
 
 def load_log(args: argparse.Namespace):
     """The Log named by LOG / --demo and the reader options."""
-    from experiments.logs import read_log
+    from optscale_jax.logs import read_log
 
     if args.demo:
         if args.log is not None:
@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Replay is small next to the fits' cost; float64 keeps it identical to the references.
     jax.config.update("jax_enable_x64", True)
-    from experiments import replay
-    from experiments.results import write_csv, write_json
+    from optscale_jax import replay
+    from optscale_jax.io import write_csv, write_json
 
     result = replay.evaluate(
         log, config, explicit_methods=args.methods is not None, progress=not args.no_progress

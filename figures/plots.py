@@ -1,11 +1,11 @@
 """The figures: pareto, nstar, calibration, samples, estimator.
 
 Each figure has two functions: `<name>_figure(...)` builds a matplotlib `Figure` from rows
-(dicts of strings as `experiments.results.read_csv` returns them) or parameters, and
+(dicts of strings as `optscale_jax.io.read_csv` returns them) or parameters, and
 `plot_<name>(in_path, out_dir, formats)` reads the result file, checks its columns, renders
-and saves every format with `figures.style.save_figure`. The input files are those of
+and saves every format with `optscale_jax.figures.style.save_figure`. The input files are those of
 `optscale replay` (results.csv, per_question.csv), `optscale simulate coverage`
-(coverage.csv) and `experiments.estimator_study` (estimator.csv); see docs/design.md.
+(coverage.csv) and `optscale_jax.sim.estimator_study` (estimator.csv); see docs/design.md.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
-
-from experiments.results import read_csv
-from figures.style import (
+from optscale_jax.figures.style import (
     DEFAULT_FORMATS,
     GREY,
     SERIES_COLORS,
@@ -35,6 +33,8 @@ from figures.style import (
     paper_style,
     save_figure,
 )
+
+from optscale_jax.io import read_csv
 
 Row = Mapping[str, str]
 

@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import matplotlib
 from matplotlib.figure import Figure
 
+from optscale_jax.io import atomic_path
+
 SINGLE_COLUMN_WIDTH = 3.3  # inches
 DOUBLE_COLUMN_WIDTH = 6.9  # inches
 DPI = 300
@@ -284,13 +286,7 @@ def save_figure(
     with paper_style():
         for fmt in parse_formats(formats):
             path = out_dir / f"{name}.{fmt}"
-            # A per-process name beside the target (not mkstemp, whose 0600 mode would stick).
-            tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"
-            try:
+            with atomic_path(path) as tmp:
                 figure.savefig(tmp, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
             paths.append(path)
     return paths

@@ -54,11 +54,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.special import log_ndtr
 from jax.typing import ArrayLike
 
 from optscale_jax import validation
+from optscale_jax._numerics import float_dtype as _float_dtype
+from optscale_jax._numerics import log1mexp_absolute as _log1mexp
 
 __all__ = [
     "MU_BOUNDS",
@@ -71,6 +74,8 @@ __all__ = [
     "fit_mle",
     "fit_map",
     "fit_mle_stats",
+    "moment_match",
+    "moment_match_status",
     "fit_map_stats",
     "mean_nll",
 ]
@@ -115,13 +120,6 @@ class Fit(NamedTuple):
     nll: jax.Array
     status: jax.Array
     steps: jax.Array
-
-
-def _float_dtype(*args: ArrayLike) -> jnp.dtype:
-    dtype = jnp.result_type(*args)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return dtype
 
 
 # --- sufficient statistics -------------------------------------------------------------------
@@ -183,16 +181,6 @@ def prefix_stats(
 
 
 # --- the objective and its derivatives ---------------------------------------------------------
-
-
-def _log1mexp(d):
-    """log(1 - e^d) for d < 0, to an absolute error of eps.
-
-    For d << 0 the result, about -e^d, is only absolutely accurate (log1p(-exp(d)) there
-    would be relatively accurate); log Z is added to terms of order one, so that is
-    enough, and the two-branch form (four transcendentals) made the solver 6% slower.
-    """
-    return jnp.log(-jnp.expm1(d))
 
 
 def _log_z(mu, sigma):
@@ -804,3 +792,51 @@ def mean_nll(
     mean = s1 / n
     var = jnp.maximum(s2 / n - mean * mean, 0.0)
     return _data_nll(mu, jnp.log(sigma), mean, var)[0]
+
+
+# --- moment matching ---------------------------------------------------------------------------
+
+
+def moment_match(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated-normal (mu, sigma) on [0, 1] with the given score mean and standard deviation.
+
+    The truncated normal on [0, 1] is an exponential family with sufficient statistics
+    (s, s^2), so its maximum-likelihood fit to data with first and second moments
+    (m, m^2 + sd^2) is exactly the member with that mean and variance. We therefore call the
+    MLE on those population moments: the result is also what OptScale0's plug-in
+    converges to with unlimited samples from a law with these moments. Inside the
+    parameter box the match is exact; pairs no truncated normal reaches (a spread larger than
+    an exponential tilt on [0, 1] allows, i.e. a bimodal score law) come back on the box edge
+    (see `moment_match_status`).
+
+    Args:
+        mean: score means in (0, 1), any shape.
+        std: score standard deviations (> 0), broadcasting with `mean`.
+
+    Returns:
+        `(mu, sigma)` as float64 numpy arrays of the broadcast shape.
+    """
+    fit = _moment_fit(mean, std)
+    return np.asarray(fit.mu, np.float64), np.asarray(fit.sigma, np.float64)
+
+
+def moment_match_status(mean, std) -> np.ndarray:
+    """`FitStatus` codes of `moment_match` (0 converged, 1 on the parameter box edge)."""
+    return np.asarray(_moment_fit(mean, std).status)
+
+
+def _moment_fit(mean, std):
+    mean = np.asarray(mean, np.float64)
+    std = np.asarray(std, np.float64)
+    if np.any(~np.isfinite(mean)) or np.any((mean <= 0) | (mean >= 1)):
+        raise ValueError("mean: every score mean must lie in (0, 1)")
+    if np.any(~np.isfinite(std)) or np.any(std <= 0):
+        raise ValueError("std: every standard deviation must be positive and finite")
+    mean, std = np.broadcast_arrays(mean, std)
+    dtype = jnp.float64 if _x64() else jnp.float32
+    one = jnp.ones(mean.shape, dtype)
+    return _fit_mle_stats(one, jnp.asarray(mean, dtype), jnp.asarray(mean**2 + std**2, dtype))
+
+
+def _x64() -> bool:
+    return bool(jax.config.read("jax_enable_x64"))

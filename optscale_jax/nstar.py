@@ -22,18 +22,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from optscale_jax import truncnorm, validation
+from optscale_jax._numerics import float_dtype as _float_dtype
 
 __all__ = ["NSTAR_UNBOUNDED", "optimal_n", "confidence", "optimal_n_from_log_cdf"]
 
 NSTAR_UNBOUNDED = 2**31 - 1
 """N* when F(s_min) = 1 (no sample can reach s_min) and no cap was given."""
-
-
-def _float_dtype(*args: ArrayLike) -> jnp.dtype:
-    dtype = jnp.result_type(*args)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return dtype
 
 
 def _confidence_from_log_cdf(log_f: jax.Array, n: jax.Array) -> jax.Array:

@@ -442,12 +442,22 @@ def prefix_fits(
     return estimation.fit_map_stats(n, s1, s2, prior_mu, prior_sigma, (scale_mu, scale_sigma))
 
 
+def nstar_reached(n: ArrayLike, n_star: ArrayLike, min_samples: ArrayLike) -> ArrayLike:
+    """OptScale's stopping test before the cap: n >= max(min_samples, N*), elementwise.
+
+    Written with operators only, so that the replay policies (jax arrays) and the live loop
+    (numpy arrays) call the same test. The rule stops at the first n where this holds or
+    n reaches max_n.
+    """
+    return (n >= min_samples) & (n >= n_star)
+
+
 @jax.jit
 def _first_stop(n_star, mask, min_samples, max_n):
     mask = jnp.asarray(mask, bool)
     n = _positions(mask.shape) + 1
     cap = _cap(mask, max_n)
-    stop = (n >= jnp.maximum(min_samples, n_star)) & (n <= cap[..., None])
+    stop = nstar_reached(n, n_star, min_samples) & (n <= cap[..., None])
     return _first_true(stop, cap)
 
 

@@ -31,6 +31,9 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtri
 from jax.typing import ArrayLike
 
+from optscale_jax._numerics import float_dtype as _float_dtype
+from optscale_jax._numerics import log1mexp as _log1mexp
+
 __all__ = [
     "Endpoints",
     "cdf",
@@ -47,26 +50,6 @@ __all__ = [
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_HALF = math.log(0.5)
-
-
-def _float_dtype(*args: ArrayLike) -> jnp.dtype:
-    """The promoted floating dtype of the arguments (Python scalars are weak)."""
-    dtype = jnp.result_type(*args)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return dtype
-
-
-def _log1mexp(d: jax.Array) -> jax.Array:
-    """log(1 - exp(d)) for d <= 0, accurate at both ends (Maechler's switch at -log 2)."""
-    # Rounding can make d a hair above 0 when the two masses are equal (fused and unfused
-    # log_ndtr differ in the last bit); the true value is log(0) then, not NaN.
-    d = jnp.minimum(d, 0.0)
-    near_zero = d > _LOG_HALF
-    # Double where: each branch sees a harmless input where it is not taken.
-    d_near = jnp.where(near_zero, d, _LOG_HALF)
-    d_far = jnp.where(near_zero, 2.0 * _LOG_HALF, d)
-    return jnp.where(near_zero, jnp.log(-jnp.expm1(d_near)), jnp.log1p(-jnp.exp(d_far)))
 
 
 def _log_ndtr_diff(u: jax.Array, v: jax.Array) -> jax.Array:

@@ -32,6 +32,8 @@ from jax.scipy.special import betainc, log_ndtr, ndtri
 from jax.typing import ArrayLike
 
 from optscale_jax import truncnorm
+from optscale_jax._numerics import float_dtype as _float_dtype
+from optscale_jax._numerics import log1mexp as _log1mexp
 
 
 class Law(Protocol):
@@ -48,19 +50,6 @@ class Law(Protocol):
     def ppf(self, q: ArrayLike) -> jax.Array: ...
 
     def ppf_log(self, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array: ...
-
-
-def _float_dtype(*arrays) -> jnp.dtype:
-    return jnp.result_type(*arrays, float)
-
-
-def _log1mexp(log_x: jax.Array) -> jax.Array:
-    """log(1 - exp(log_x)) for log_x <= 0, accurate at both ends (Maechler's switch)."""
-    log_x = jnp.minimum(log_x, 0.0)
-    near_zero = log_x > -jnp.log(2.0)
-    safe_near = jnp.where(near_zero, log_x, -1.0)
-    safe_far = jnp.where(near_zero, -1.0, log_x)
-    return jnp.where(near_zero, jnp.log(-jnp.expm1(safe_near)), jnp.log1p(-jnp.exp(safe_far)))
 
 
 def _bisection_steps(dtype) -> int:

@@ -1,8 +1,8 @@
-"""Synthetic Best-of-N logs in the replay schema (`experiments.logs.Log`).
+"""Synthetic Best-of-N logs in the replay schema (`optscale_jax.logs.Log`).
 
 Per question, k samples with
 
-- scores from the score law (truncated normal by default; any `sim.laws` law; a Gaussian
+- scores from the score law (truncated normal by default; any `optscale_jax.sim.laws` law; a Gaussian
   copula with `rho` for correlated samples),
 - tokens from a length model: lognormal around a per-question median, which is itself
   lognormal around `median_tokens` (questions differ in length, samples of one question less),
@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
-
-from sim import laws
+from optscale_jax.sim import laws
 
 
 def synthetic_log(
@@ -60,10 +59,10 @@ def synthetic_log(
         prior_noise: standard deviation of the prior centres' error; None = no prior.
 
     Returns:
-        `experiments.logs.Log` with scores, tokens, answers, correct, gold and (optionally)
+        `optscale_jax.logs.Log` with scores, tokens, answers, correct, gold and (optionally)
         prior_mu / prior_sigma.
     """
-    from experiments.logs import Log
+    from optscale_jax.logs import Log
 
     mu = np.atleast_1d(np.asarray(mu, np.float64))
     sigma = np.atleast_1d(np.asarray(sigma, np.float64))

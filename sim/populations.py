@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from optscale_jax.estimation import moment_match, moment_match_status  # noqa: F401 (re-exported)
+
 
 class Population(NamedTuple):
     """Questions to simulate, one entry per question (numpy arrays, float64).
@@ -50,57 +52,6 @@ class Population(NamedTuple):
             [self.ids[i] for i in index.tolist()],
             self.name,
         )
-
-
-def moment_match(mean, std) -> tuple[np.ndarray, np.ndarray]:
-    """Truncated-normal (mu, sigma) on [0, 1] with the given score mean and standard deviation.
-
-    The truncated normal on [0, 1] is an exponential family with sufficient statistics
-    (s, s^2), so its maximum-likelihood fit to data with first and second moments
-    (m, m^2 + sd^2) is exactly the member with that mean and variance. We therefore call the
-    core's MLE on those population moments: the result is also what OptScale0's plug-in
-    converges to with unlimited samples from a law with these moments. Inside the core's
-    parameter box the match is exact; pairs no truncated normal reaches (a spread larger than
-    an exponential tilt on [0, 1] allows, i.e. a bimodal score law) come back on the box edge
-    (see `moment_match_status`).
-
-    Args:
-        mean: score means in (0, 1), any shape.
-        std: score standard deviations (> 0), broadcasting with `mean`.
-
-    Returns:
-        `(mu, sigma)` as float64 numpy arrays of the broadcast shape.
-    """
-    fit = _moment_fit(mean, std)
-    return np.asarray(fit.mu, np.float64), np.asarray(fit.sigma, np.float64)
-
-
-def moment_match_status(mean, std) -> np.ndarray:
-    """`FitStatus` codes of `moment_match` (0 converged, 1 on the parameter box edge)."""
-    return np.asarray(_moment_fit(mean, std).status)
-
-
-def _moment_fit(mean, std):
-    import jax.numpy as jnp
-
-    from optscale_jax import fit_mle_stats
-
-    mean = np.asarray(mean, np.float64)
-    std = np.asarray(std, np.float64)
-    if np.any(~np.isfinite(mean)) or np.any((mean <= 0) | (mean >= 1)):
-        raise ValueError("mean: every score mean must lie in (0, 1)")
-    if np.any(~np.isfinite(std)) or np.any(std <= 0):
-        raise ValueError("std: every standard deviation must be positive and finite")
-    mean, std = np.broadcast_arrays(mean, std)
-    dtype = jnp.float64 if _x64() else jnp.float32
-    one = jnp.ones(mean.shape, dtype)
-    return fit_mle_stats(one, jnp.asarray(mean, dtype), jnp.asarray(mean**2 + std**2, dtype))
-
-
-def _x64() -> bool:
-    import jax
-
-    return bool(jax.config.read("jax_enable_x64"))
 
 
 def grid(mus, sigmas) -> Population:

@@ -1,6 +1,6 @@
 """Monte Carlo studies of the N* guarantee: coverage, adaptive policies, misspecification.
 
-Each study returns table rows (dicts) with Monte Carlo standard errors; `sim.cli` writes them.
+Each study returns table rows (dicts) with Monte Carlo standard errors; `optscale_jax.experiments.simulate_cli` writes them.
 
 - `coverage_study`: N* from the true (mu, sigma); realised P(max of N* >= s_min) against
   alpha and against the nominal 1 - F(s_min)^N*, also for N* - 1. The maximum is drawn
@@ -26,10 +26,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from optscale_jax.sim import laws
+from optscale_jax.sim.populations import Population, moment_match
 
 from optscale_jax import confidence, optimal_n, optimal_n_from_log_cdf, policies, truncnorm
-from sim import laws
-from sim.populations import Population, moment_match
 
 COVERAGE_COLUMNS = (
     "family",

@@ -1,4 +1,4 @@
-"""Answer extraction, normalisation, grouping and correctness (`experiments.answers`)."""
+"""Answer extraction, normalisation, grouping and correctness (`optscale_jax.answers`)."""
 
 import threading
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.answers import (
+from optscale_jax.answers import (
     answer_codes,
     extract_answer,
     is_correct,

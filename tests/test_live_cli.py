@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from live_models import build_model
 
-from experiments.logs import read_log
-from live import loop
+from optscale_jax.logs import read_log
+from optscale_jax.live import loop
 from optscale_jax import fit_mle, optimal_n
 
 pytestmark = pytest.mark.live
@@ -287,7 +287,7 @@ def _vllm_serve(model: pathlib.Path, log_path: pathlib.Path):
 def test_openai_sampler_against_vllm_serve(tiny, prompts, tmp_path):
     from openai import OpenAI
 
-    from live.samplers import OpenAISampler
+    from optscale_jax.live.samplers import OpenAISampler
 
     with _vllm_serve(tiny, tmp_path / "serve.log") as url:
         sampler = OpenAISampler(url, temperature=1.0, top_p=1.0, max_tokens=10)

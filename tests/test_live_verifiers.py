@@ -15,7 +15,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from live_models import build_model  # noqa: E402
 
-from live import verifiers  # noqa: E402
+from optscale_jax.live import verifiers  # noqa: E402
 
 pytestmark = pytest.mark.live
 

@@ -2,7 +2,7 @@
 
 The engine (real vLLM on CPU) and the judge verifier (real transformers) are built once per
 module; the loop's decisions are checked against the core's `fit_mle` / `fit_map` on the
-logged scores, and its log against `experiments.logs.read_log`.
+logged scores, and its log against `optscale_jax.logs.read_log`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from live_models import build_model  # noqa: E402
 
-from experiments.logs import read_log  # noqa: E402
-from live import bench, loop  # noqa: E402
-from live.samplers import Sampler, VLLMSampler  # noqa: E402
-from live.verifiers import JudgeVerifier  # noqa: E402
+from optscale_jax.logs import read_log  # noqa: E402
+from optscale_jax.experiments import bench_live as bench  # noqa: E402
+from optscale_jax.live import loop  # noqa: E402
+from optscale_jax.live.samplers import Sampler, VLLMSampler  # noqa: E402
+from optscale_jax.live.verifiers import JudgeVerifier  # noqa: E402
 from optscale_jax import fit_map, fit_mle, optimal_n  # noqa: E402
 
 pytestmark = pytest.mark.live

@@ -1,4 +1,4 @@
-"""Log schema, readers and writers (`experiments.logs`) on fixtures and on malformed input."""
+"""Log schema, readers and writers (`optscale_jax.logs`) on fixtures and on malformed input."""
 
 import json
 import math
@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from experiments.answers import extract_answer, normalise_choice
-from experiments.logs import Log, detect_format, read_log, write_jsonl, write_parquet
+from optscale_jax.answers import extract_answer, normalise_choice
+from optscale_jax.logs import Log, detect_format, read_log, write_jsonl, write_parquet
 from optscale_jax import datasets
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"

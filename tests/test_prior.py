@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import prior
-from experiments.cli import main as cli_main
+from optscale_jax import prior
+from optscale_jax.experiments.cli import main as cli_main
 
 SUBJECTS = ("Algebra", "Geometry", "Number Theory")
 
@@ -77,7 +77,7 @@ def test_featuriser_is_identical_across_processes_with_different_hash_seeds():
     here = hashlib.sha256(prior.featurise(records, config).tobytes()).hexdigest()
     script = (
         "import hashlib, json, sys\n"
-        "from experiments import prior\n"
+        "from optscale_jax import prior\n"
         "records, config = json.loads(sys.stdin.read())\n"
         "config = prior.FeaturiserConfig.from_json(config)\n"
         "print(hashlib.sha256(prior.featurise(records, config).tobytes()).hexdigest())\n"
@@ -278,7 +278,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def test_embed_texts_shape_order_and_padding_invariance(tiny_model_dir):
-    from experiments.embeddings import embed_texts
+    from optscale_jax.embeddings import embed_texts
 
     texts = ["find the value of x", "the sum of the area of a triangle is an integer prime", "x"]
     together = embed_texts(texts, tiny_model_dir, batch_size=3)
@@ -291,7 +291,7 @@ def test_embed_texts_shape_order_and_padding_invariance(tiny_model_dir):
 
 
 def test_mean_pool_ignores_padding():
-    from experiments.embeddings import mean_pool
+    from optscale_jax.embeddings import mean_pool
 
     hidden = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
     mask = np.array([[1, 1, 0], [1, 0, 0]])
@@ -319,7 +319,7 @@ def test_embed_features_train_save_load(tiny_model_dir, tmp_path):
 
 
 def test_embed_missing_model_is_a_clear_error(tmp_path):
-    from experiments.embeddings import embed_texts
+    from optscale_jax.embeddings import embed_texts
 
     with pytest.raises(FileNotFoundError, match="no model"):
         embed_texts(["x"], tmp_path / "absent")
@@ -334,7 +334,7 @@ def _write_jsonl(path: pathlib.Path, records) -> pathlib.Path:
 
 
 def test_cli_train_predict_write_log_and_eval(tmp_path, capsys):
-    from experiments.logs import read_log
+    from optscale_jax.logs import read_log
 
     records = _records(120, seed=4)
     train_file = _write_jsonl(tmp_path / "train.jsonl", records[:90])
@@ -416,7 +416,7 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
 
 
 def test_study_prior_tables(trained):
-    from experiments.prior_study import prior_tables
+    from optscale_jax.experiments.prior_study import prior_tables
 
     records, _, _, _, predictor = trained
     test = [

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from experiments import cli, replay
-from experiments.logs import Log, write_jsonl
+from optscale_jax import replay
+from optscale_jax.experiments import cli
+from optscale_jax.logs import Log, write_jsonl
 
 Q, K = 24, 10
 

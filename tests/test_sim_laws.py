@@ -1,4 +1,4 @@
-"""Score laws of `sim.laws` against scipy, the exact-maximum draw and the Gaussian copula."""
+"""Score laws of `optscale_jax.sim.laws` against scipy, the exact-maximum draw and the Gaussian copula."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim import laws
+from optscale_jax.sim import laws
 
 DTYPES = [jnp.float32, jnp.float64]
 # KS p-values below this fail; the seeds are fixed, so a pass is reproducible.

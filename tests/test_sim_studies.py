@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.cli import main
-from experiments.logs import read_log
+from optscale_jax.experiments.cli import main
+from optscale_jax.logs import read_log
 from optscale_jax import FitStatus, confidence, policies
-from sim import laws, populations, studies
-from sim.logs import synthetic_log
+from optscale_jax.sim import laws, populations, studies
+from optscale_jax.sim.logs import synthetic_log
 
 Z = 4.5  # Monte Carlo tolerance in standard errors (seeded: reproducible)
 
@@ -207,7 +207,7 @@ def test_misspec_truths_have_the_requested_moments_and_oracles():
 
 
 def test_synthetic_log_loads_in_the_replay_engine(tmp_path):
-    from experiments.logs import write_jsonl
+    from optscale_jax.logs import write_jsonl
 
     mu, sigma = np.array([0.5, 0.8, 0.95]), np.array([0.2, 0.1, 0.05])
     log = synthetic_log(mu, sigma, 200, seed=7, prior_noise=0.05)

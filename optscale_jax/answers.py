@@ -1,6 +1,6 @@
 """Final answers from generated text: extraction, normalisation, grouping, correctness.
 
-Shared by the log readers (`experiments.logs`) and the live adapter, so that a replayed log
+Shared by the log readers (`optscale_jax.logs`) and the live adapter, so that a replayed log
 and a live run extract and compare answers the same way.
 
 - `last_boxed`: content of the last balanced `\\boxed{...}` / `\\fbox{...}`.

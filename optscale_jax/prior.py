@@ -19,7 +19,7 @@ Two featurisers:
   not depend on the process or on Python's salted `hash()`), plus standardised length
   features and one-hot MATH `level` / `subject` when present.
 * `embed:PATH`: mean-pooled last hidden states of a local transformers model
-  (`experiments.embeddings`), plus the same length and metadata features.
+  (`optscale_jax.embeddings`), plus the same length and metadata features.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def featurise(
         blocks.append(_hashed_block(words, config.word_buckets, "w", len(texts)))
         blocks.append(_hashed_block(chars, config.char_buckets, "c", len(texts)))
     elif config.kind == "embed":
-        from experiments.embeddings import embed_texts
+        from optscale_jax.embeddings import embed_texts
 
         embedded = embed_texts(
             texts, config.embed_model, max_length=config.embed_max_length, progress=progress
@@ -783,13 +783,12 @@ def save_prior(predictor: PriorPredictor, directory: str | os.PathLike) -> pathl
     """
     from safetensors.numpy import save_file
 
-    from experiments.results import write_json
+    from optscale_jax.io import atomic_path, write_json
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(_flatten_params(predictor.params), str(tmp))
-    os.replace(tmp, directory / WEIGHTS_FILE)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(_flatten_params(predictor.params), str(tmp))
     write_json(
         {
             "format_version": FORMAT_VERSION,
@@ -841,26 +840,6 @@ def load_prior(directory: str | os.PathLike) -> PriorPredictor:
 # --------------------------------------------------------------------------- data
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Reads a JSONL file of objects; a bad line raises ValueError naming file and line."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            records.append(record)
-    return records
-
-
 def prm_targets(
     records: Sequence[Mapping[str, Any]], source: str = "records"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -886,43 +865,11 @@ def prm_targets(
     return np.asarray(mu), np.asarray(sigma)
 
 
-def write_jsonl_records(
-    records: Iterable[Mapping[str, Any]], path: str | os.PathLike
-) -> pathlib.Path:
-    """Writes JSON objects one per line, atomically (temporary file, then rename).
-
-    Args:
-        records: the objects (numpy scalars are converted).
-        path: output file (parent folders created).
-
-    Returns:
-        The path written.
-    """
-    import tempfile
-
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                plain = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
-                handle.write(json.dumps(plain, ensure_ascii=False, allow_nan=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def moments_to_truncnorm(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Truncated-normal (mu, sigma) on [0, 1] whose mean and standard deviation are given.
 
     The truncated normal is an exponential family in (s, s^2), so its maximum-likelihood fit
-    to one pseudo-sample with moments (mean, mean^2 + std^2) matches those moments (the same
-    construction as `sim.populations.moment_match`). Moments no truncated normal reaches
+    to one pseudo-sample with moments (mean, mean^2 + std^2) matches those moments (`optscale_jax.estimation.moment_match`). Moments no truncated normal reaches
     (a left tail heavier than the exponential's, common for PRM scores) land on the core's
     parameter box edge. The predictor's outputs are score moments; OptScalet's prior is on
     (mu, sigma), so predictions are converted with this before they are used as priors.
@@ -934,12 +881,7 @@ def moments_to_truncnorm(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray,
     Returns:
         (mu, sigma) float64 arrays of the broadcast shape.
     """
-    import jax.numpy as jnp
-
-    from optscale_jax import fit_mle_stats
+    from optscale_jax.estimation import moment_match
 
     mean = np.clip(np.asarray(mean, np.float64), 1e-4, 1 - 1e-4)
-    std = np.maximum(np.asarray(std, np.float64), 1e-4)
-    mean, std = np.broadcast_arrays(mean, std)
-    fit = fit_mle_stats(jnp.ones(mean.shape), jnp.asarray(mean), jnp.asarray(mean**2 + std**2))
-    return np.asarray(fit.mu, np.float64), np.asarray(fit.sigma, np.float64)
+    return moment_match(mean, np.maximum(np.asarray(std, np.float64), 1e-4))

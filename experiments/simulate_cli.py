@@ -203,7 +203,7 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _population(args: argparse.Namespace):
-    from sim import populations
+    from optscale_jax.sim import populations
 
     spec = args.population or "grid"
     if spec == "grid":
@@ -221,7 +221,7 @@ def _progress(total: int, unit: str, description: str):
 
 
 def _write(args, name: str, rows: list[dict], columns, started: float) -> list[pathlib.Path]:
-    from experiments.results import write_csv, write_json
+    from optscale_jax.io import write_csv, write_json
 
     elapsed = time.perf_counter() - started
     csv_path = write_csv(rows, args.out / f"{name}.csv", columns=columns)
@@ -234,7 +234,7 @@ def _write(args, name: str, rows: list[dict], columns, started: float) -> list[p
 
 
 def _coverage(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
-    from sim import studies
+    from optscale_jax.sim import studies
 
     _check_common(args)
     if args.trials < 1:
@@ -257,7 +257,7 @@ def _coverage(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
 
 
 def _adaptive(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
-    from sim import studies
+    from optscale_jax.sim import studies
 
     _check_common(args)
     population = _population(args)
@@ -280,7 +280,7 @@ def _adaptive(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
 
 
 def _misspec(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
-    from sim import studies
+    from optscale_jax.sim import studies
 
     _check_common(args)
     for family in args.families:
@@ -310,9 +310,10 @@ def _misspec(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
 
 
 def _log(args: argparse.Namespace, started: float) -> list[pathlib.Path]:
-    from experiments.logs import write_jsonl
-    from experiments.results import write_json
-    from sim.logs import synthetic_log
+    from optscale_jax.sim.logs import synthetic_log
+
+    from optscale_jax.io import write_json
+    from optscale_jax.logs import write_jsonl
 
     _check_common(args)
     if args.samples < 1:

@@ -41,7 +41,7 @@ def measure(questions, sampler, verifier, config, workdir: pathlib.Path) -> dict
     """Runs the adaptive and the fixed-max_n loop and returns the figures.
 
     Args:
-        questions: `live.loop.Question`s.
+        questions: `optscale_jax.live.loop.Question`s.
         sampler: a `Sampler` (its engine is shared by both runs).
         verifier: a `Verifier`.
         config: the adaptive `LoopConfig`; the fixed run uses `min_samples = max_n`.
@@ -50,7 +50,7 @@ def measure(questions, sampler, verifier, config, workdir: pathlib.Path) -> dict
     Returns:
         A dict of figures (see the module docstring).
     """
-    from live.loop import run_online
+    from optscale_jax.live.loop import run_online
 
     # Warm-up: engine start, verifier load and the estimator's jit compile are paid once,
     # outside the measured runs.
@@ -85,18 +85,18 @@ def measure(questions, sampler, verifier, config, workdir: pathlib.Path) -> dict
 
 def run(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints `name: value` lines."""
-    from live.models import offline_environment, resolve_model
+    from optscale_jax.live.models import offline_environment, resolve_model
 
     offline_environment()
-    from live import loop
-    from live.samplers import VLLMSampler
-    from live.verifiers import build_verifier
     from optscale_jax.datasets import prompts_path
+    from optscale_jax.live import loop
+    from optscale_jax.live.samplers import VLLMSampler
+    from optscale_jax.live.verifiers import build_verifier
 
     with tempfile.TemporaryDirectory(prefix="optscale-bench-live-") as tmp:
         workdir = pathlib.Path(tmp)
         if args.model is None:
-            from live.tiny import build_model
+            from optscale_jax.live.tiny import build_model
 
             model = str(
                 build_model(
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         shown = f"{value:.4f}" if isinstance(value, float) else value
         print(f"{name}: {shown}")
     if args.out:
-        from experiments.results import write_json
+        from optscale_jax.io import write_json
 
         write_json(figures, args.out)
     return 0

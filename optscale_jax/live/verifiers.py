@@ -123,7 +123,7 @@ class _TransformersVerifier:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from live.models import offline_environment
+        from optscale_jax.live.models import offline_environment
 
         offline_environment()
         import torch
@@ -496,7 +496,7 @@ def build_verifier(spec: str, **options) -> _TransformersVerifier:
     """
     import inspect
 
-    from live.models import resolve_model
+    from optscale_jax.live.models import resolve_model
 
     kind, path = parse_verifier_spec(spec)
     cls = VERIFIER_KINDS[kind]

@@ -10,7 +10,7 @@ prior noise, n and parameter the study reports
     rmse = sqrt(mean_q (hat theta_q - theta_q)^2),   bias = mean_q (hat theta_q - theta_q)
 
 with Monte Carlo standard errors (delta method for the RMSE) and the fraction of fits that
-ended on the parameter box edge. Run it with `python -m experiments.estimator_study --out DIR`;
+ended on the parameter box edge. Run it with `python -m optscale_jax.sim.estimator_study --out DIR`;
 it writes DIR/estimator.csv (plotted by `optscale plot estimator`) and DIR/estimator.json.
 """
 
@@ -194,7 +194,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the study and writes estimator.csv and estimator.json into `args.out`."""
-    from experiments.results import write_csv, write_json
+    from optscale_jax.io import write_csv, write_json
 
     ns = [int(x) for x in _floats(args.ns, "--ns")]
     config = {
@@ -218,9 +218,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m experiments.estimator_study ...`."""
+    """`python -m optscale_jax.sim.estimator_study ...`."""
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.estimator_study", description=__doc__.splitlines()[0]
+        prog="python -m optscale_jax.sim.estimator_study", description=__doc__.splitlines()[0]
     )
     configure(parser)
     args = parser.parse_args(argv)

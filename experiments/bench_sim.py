@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    from sim import laws, studies
+    from optscale_jax.sim import laws, studies
 
     for name in ("n", "trials", "full_trials", "coverage_trials", "repeats"):
         if getattr(args, name) < 1:

@@ -193,7 +193,7 @@ def permute(log: Any, permutations: int, seed: int, verifier_cost_factor: float 
     """R seeded random orders of each question's samples (valid samples first).
 
     Args:
-        log: an `experiments.logs.Log`.
+        log: an `optscale_jax.logs.Log`.
         permutations: R.
         seed: seed of the orders.
         verifier_cost_factor: the cost of a sample is tokens x (1 + factor) (samples x
@@ -817,7 +817,7 @@ def evaluate(
     """Replays every method over R orders and evaluates it under the configured protocol.
 
     Args:
-        log: an `experiments.logs.Log`.
+        log: an `optscale_jax.logs.Log`.
         config: the replay configuration.
         explicit_methods: the user named the methods (unsupported ones are an error rather
             than skipped).

@@ -1,4 +1,4 @@
-"""`python -m figures`: regenerate the README's figure set from the bundled data.
+"""`optscale figures`: regenerate the README's figure set from the bundled data.
 
 Runs, with small settings so it finishes in about two minutes on two CPU cores:
 
@@ -6,7 +6,7 @@ Runs, with small settings so it finishes in about two minutes on two CPU cores:
    package; 10 sample orders, dev/test split) -> pareto, samples;
 2. `optscale simulate coverage` (grid population, 20,000 trials per cell, rho in
    {0, 0.2, 0.5}) -> calibration;
-3. `experiments.estimator_study` (2,000 simulated questions) -> estimator;
+3. `optscale_jax.sim.estimator_study` (2,000 simulated questions) -> estimator;
 4. the N* figure (no input).
 
 Every step is seeded by `--seed`, so a rerun writes byte-identical files.
@@ -19,13 +19,11 @@ import contextlib
 import pathlib
 import sys
 import tempfile
+import types
 from collections.abc import Iterator, Sequence
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m figures", description="Regenerate the figure set from the bundled data."
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="figures", help="output directory (default: figures/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every study (default 0)")
     parser.add_argument("--format", default="pdf,png", help="comma-separated: pdf, png, svg")
@@ -34,7 +32,6 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the studies' result files here (default: a temporary directory)",
     )
-    return parser
 
 
 @contextlib.contextmanager
@@ -46,14 +43,14 @@ def _results_dir(path: str | None) -> Iterator[pathlib.Path]:
         yield pathlib.Path(tmp)
 
 
-def _optscale(argv: list[str]) -> None:
-    """Runs one `optscale` command in-process; a non-zero exit stops the figure set."""
-    from experiments.cli import main
-
+def _optscale(command: types.ModuleType, argv: list[str]) -> None:
+    """Runs one subcommand module in-process; a non-zero exit stops the figure set."""
+    parser = argparse.ArgumentParser(prog=f"optscale {argv[0]}")
+    command.configure(parser)
     print(f"[figures] optscale {' '.join(argv)}", file=sys.stderr)
-    code = main(argv)
+    code = command.run(parser.parse_args(argv[1:]))
     if code:
-        raise SystemExit(f"python -m figures: `optscale {' '.join(argv)}` exited with {code}")
+        raise SystemExit(f"optscale figures: `optscale {' '.join(argv)}` exited with {code}")
 
 
 def make_figures(
@@ -70,14 +67,17 @@ def make_figures(
     Returns:
         The figure files written.
     """
-    from experiments.estimator_study import COLUMNS, estimator_study
-    from experiments.results import write_csv
-    from figures import plots
+    from optscale_jax.experiments import replay_cli, simulate_cli
+    from optscale_jax.figures import plots
+    from optscale_jax.sim.estimator_study import COLUMNS, estimator_study
+
+    from optscale_jax.io import write_csv
 
     replay_dir, sim_dir, estimator_dir = (results / name for name in ("replay", "sim", "estimator"))
     seed_text = str(seed)
-    _optscale(["replay", "--demo", "--seed", seed_text, "--out", str(replay_dir)])
+    _optscale(replay_cli, ["replay", "--demo", "--seed", seed_text, "--out", str(replay_dir)])
     _optscale(
+        simulate_cli,
         ["simulate", "coverage", "--seed", seed_text, "--trials", "20000",
          "--alpha", "0.5", "0.8", "0.9", "0.95", "0.99", "--rho", "0", "0.2", "0.5",
          "--out", str(sim_dir)]
@@ -94,22 +94,13 @@ def make_figures(
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m figures`."""
-    from figures.style import parse_formats
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `optscale figures`."""
+    from optscale_jax.figures.style import parse_formats
 
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        formats = parse_formats(args.format)
-    except ValueError as error:
-        parser.error(str(error))
+    formats = parse_formats(args.format)
     with _results_dir(args.results) as results:
         paths = make_figures(args.out, args.seed, formats, results)
     for path in paths:
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

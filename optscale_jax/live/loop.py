@@ -416,8 +416,8 @@ def run_online(
 
     Args:
         questions: the prompts (see `read_prompts`).
-        sampler: a `live.samplers.Sampler`.
-        verifier: a `live.verifiers.Verifier`.
+        sampler: a `optscale_jax.live.samplers.Sampler`.
+        verifier: a `optscale_jax.live.verifiers.Verifier`.
         config: the loop settings.
         log_path: the JSONL log (created; with `resume`, continued).
         resume: continue from an existing log instead of refusing to overwrite it.
@@ -431,7 +431,7 @@ def run_online(
     """
     from tqdm import tqdm
 
-    from experiments.answers import extract_answer, is_correct
+    from optscale_jax.answers import extract_answer, is_correct
 
     _validate(config)
     log_path = pathlib.Path(log_path)

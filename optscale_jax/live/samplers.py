@@ -50,7 +50,7 @@ class VLLMSampler:
     (`enforce_eager=True`: no torch.compile or graph capture, start-up in seconds).
 
     Args:
-        model: local model folder (see `live.models.resolve_model`).
+        model: local model folder (see `optscale_jax.live.models.resolve_model`).
         temperature: sampling temperature.
         top_p: nucleus sampling mass.
         max_tokens: cap on generated tokens per completion.
@@ -96,7 +96,7 @@ class VLLMSampler:
     def llm(self):
         """The `vllm.LLM` engine (built on first access)."""
         if self._llm is None:
-            from live.models import offline_environment
+            from optscale_jax.live.models import offline_environment
 
             offline_environment()
             from vllm import LLM

@@ -15,12 +15,12 @@ and the field. Nothing is dropped or coerced: a score outside [0, 1] or NaN, a f
 on some records and missing on others, lists of different lengths, wrong types, duplicate ids
 all stop the read. Blank lines in JSONL files are skipped; keys outside the schema are ignored.
 
-Answers become `answer_text` = `experiments.answers.normalise_answer` of the extracted string
+Answers become `answer_text` = `optscale_jax.answers.normalise_answer` of the extracted string
 (an empty one is no answer) and per-question integer codes: equal normalised strings share a
 code (numbered by first appearance), -1 = no answer.
 
 `correct` is taken from the file when present; else computed from the answers and the gold
-answer with `experiments.answers.is_correct` (math-verify, cached per distinct answer); else
+answer with `optscale_jax.answers.is_correct` (math-verify, cached per distinct answer); else
 None.
 """
 
@@ -32,14 +32,14 @@ import math
 import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from experiments import answers as _answers
+from optscale_jax import answers as _answers
+from optscale_jax import io as _io
 
 __all__ = [
     "FORMATS",
@@ -954,20 +954,6 @@ def _read_parquet(path: pathlib.Path) -> Log:
     return _assemble(questions, str(path))
 
 
-def _atomic_write(path: pathlib.Path, write) -> pathlib.Path:
-    """Writes through a temporary file in the same directory, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_jsonl(log: Log, path: str | os.PathLike) -> pathlib.Path:
     """Writes a log as per-question JSONL records (atomically); `read_log` reads it back exactly.
 
@@ -979,13 +965,7 @@ def write_jsonl(log: Log, path: str | os.PathLike) -> pathlib.Path:
         The path written.
     """
 
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in log.to_records():
-                handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False))
-                handle.write("\n")
-
-    return _atomic_write(pathlib.Path(path), write)
+    return _io.write_jsonl_records(log.to_records(), path)
 
 
 def write_parquet(log: Log, path: str | os.PathLike) -> pathlib.Path:
@@ -1021,7 +1001,9 @@ def write_parquet(log: Log, path: str | os.PathLike) -> pathlib.Path:
         data["prior_mu"] = pa.array(log.prior_mu, type=pa.float64(), from_pandas=True)
         data["prior_sigma"] = pa.array(log.prior_sigma, type=pa.float64(), from_pandas=True)
     table = pa.table(data)
-    return _atomic_write(pathlib.Path(path), lambda tmp: pq.write_table(table, tmp))
+    with _io.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return pathlib.Path(path)
 
 
 # --------------------------------------------------------------------------- optscale-pool

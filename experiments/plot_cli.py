@@ -1,7 +1,7 @@
 """`optscale plot {pareto,nstar,calibration,samples,estimator} --in FILE_OR_DIR --out DIR`.
 
 Reads the result files of `optscale replay` (results.csv, per_question.csv), `optscale
-simulate coverage` (coverage.csv) and `python -m experiments.estimator_study` (estimator.csv)
+simulate coverage` (coverage.csv) and `python -m optscale_jax.sim.estimator_study` (estimator.csv)
 and writes publication figures (PDF and 300-dpi PNG by default). `nstar` needs no input.
 """
 
@@ -69,8 +69,8 @@ def _floats(text: str, name: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """Renders the figure and prints the files written."""
-    from figures import plots
-    from figures.style import parse_formats
+    from optscale_jax.figures import plots
+    from optscale_jax.figures.style import parse_formats
 
     formats = parse_formats(args.format)
     name = args.name or args.kind

@@ -103,7 +103,7 @@ def _check_positive(value: int, name: str) -> None:
 
 def build_sampler(args: argparse.Namespace, model_path: str | None):
     """The sampler the arguments ask for (OpenAI client with --server, else vLLM)."""
-    from live.samplers import OpenAISampler, VLLMSampler
+    from optscale_jax.live.samplers import OpenAISampler, VLLMSampler
 
     common = dict(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     if args.server:
@@ -119,11 +119,11 @@ def build_sampler(args: argparse.Namespace, model_path: str | None):
 
 def run(args: argparse.Namespace) -> int:
     """Runs `optscale sample`; prints the summary as `name: value` lines."""
-    from live.models import offline_environment, resolve_model
+    from optscale_jax.live.models import offline_environment, resolve_model
 
     offline_environment()
-    from live import loop
-    from live.verifiers import build_verifier, parse_verifier_spec
+    from optscale_jax.live import loop
+    from optscale_jax.live.verifiers import build_verifier, parse_verifier_spec
 
     for name in ("max_tokens", "max_model_len", "verifier_batch_size"):
         _check_positive(getattr(args, name), "--" + name.replace("_", "-"))
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     summary = loop.run_online(questions, sampler, verifier, config, args.out, resume=args.resume)
     print_summary(summary)
     if args.summary:
-        from experiments.results import write_json
+        from optscale_jax.io import write_json
 
         write_json(summary.as_dict(), args.summary)
     return 0

@@ -1,0 +1,140 @@
+"""Files: atomic writes (a killed run never leaves half a file), CSV, JSON and JSONL.
+
+Every writer goes through `atomic_path`: the content is written to a temporary file beside
+the target, flushed to disk, and renamed over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """A temporary path beside `path` that is renamed over it when the block succeeds.
+
+    The parent folders are created; on an exception the temporary file is removed and
+    `path` keeps its old content. The file is made readable by others (0644).
+
+    Args:
+        path: the final path.
+
+    Yields:
+        The temporary path to write to.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = pathlib.Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; result files are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, write: Callable[[IO[str]], None]) -> pathlib.Path:
+    """Calls `write(handle)` on a UTF-8 text handle, atomically replacing `path`."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        write(handle)
+    return pathlib.Path(path)
+
+
+def to_plain(value: Any) -> Any:
+    """numpy / jax scalars and arrays -> Python values; NaN and infinities -> None (valid JSON)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> pathlib.Path:
+    """Writes `obj` as indented JSON, atomically."""
+    return atomic_write_text(path, lambda h: json.dump(to_plain(obj), h, indent=2))
+
+
+def write_jsonl_records(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> pathlib.Path:
+    """Writes JSON objects one per line, atomically (numpy scalars converted, NaN refused)."""
+
+    def write(handle: IO[str]) -> None:
+        for record in records:
+            handle.write(json.dumps(to_plain(record), ensure_ascii=False, allow_nan=False))
+            handle.write("\n")
+
+    return atomic_write_text(path, write)
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields (line number, object) for each non-blank line of a JSONL file.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file and line, for a line that is not a JSON object.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object")
+            yield number, record
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All objects of a JSONL file; a bad line raises ValueError naming the file and line."""
+    return [record for _, record in iter_jsonl(path)]
+
+
+def write_csv(
+    rows: Iterable[Mapping[str, Any]],
+    path: str | os.PathLike,
+    columns: Sequence[str] | None = None,
+) -> pathlib.Path:
+    """Writes dict rows atomically; `columns` fixes the order (default: first-seen keys)."""
+    rows = [dict(r) for r in rows]
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(handle: IO[str]) -> None:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: to_plain(row.get(k)) for k in columns})
+
+    return atomic_write_text(path, write)
+
+
+def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Reads a results CSV; a missing required column raises ValueError naming it and the file."""
+    path = pathlib.Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        return list(reader)
