@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     offline_environment()
     from optscale_jax.datasets import prompts_path
+    from optscale_jax.experiments.sample_cli import loop_config
     from optscale_jax.live import loop
     from optscale_jax.live.samplers import VLLMSampler
     from optscale_jax.live.verifiers import build_verifier
@@ -112,14 +113,7 @@ def run(args: argparse.Namespace) -> int:
         sampler = VLLMSampler(
             model, max_tokens=args.max_tokens, max_model_len=1024, engine_seed=args.seed
         )
-        config = loop.LoopConfig(
-            s_min=args.s_min,
-            alpha=args.alpha,
-            max_n=args.max_n,
-            wave_size=args.wave_size,
-            seed=args.seed,
-        )
-        figures = measure(questions, sampler, verifier, config, workdir)
+        figures = measure(questions, sampler, verifier, loop_config(args), workdir)
     for name, value in figures.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
         print(f"{name}: {shown}")

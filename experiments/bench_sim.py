@@ -38,18 +38,26 @@ def _best_time(function, repeats: int) -> float:
     return best
 
 
+def _default_coverage_grid() -> argparse.Namespace:
+    """The defaults of `optscale simulate coverage` (its grid, thresholds and targets)."""
+    from optscale_jax.experiments import simulate_cli
+
+    parser = argparse.ArgumentParser()
+    simulate_cli.configure(parser)
+    return parser.parse_args(["coverage", "--out", "."])
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints its figures."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    from optscale_jax.sim import laws, studies
+    from optscale_jax.sim import laws, populations, studies
 
     for name in ("n", "trials", "full_trials", "coverage_trials", "repeats"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+            raise ValueError(f"{name} must be >= 1")
     key = jax.random.key(args.seed)
     law = laws.TruncNormal(jnp.float64(0.6), jnp.float64(0.2))
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, float64")
@@ -62,20 +70,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"draw_n_then_max_trials_per_s (N={args.n}): {args.full_trials / full:.3e}")
     print(f"exact_max_speedup: {(args.trials / exact) / (args.full_trials / full):.1f}")
 
-    # The default i.i.d. coverage grid of `optscale simulate coverage`.
-    mus, sigmas = [0.3, 0.5, 0.7], [0.1, 0.2, 0.4]
-    s_mins, alphas = [0.7, 0.9], [0.9, 0.95, 0.99]
-    mu, sigma = (a.ravel() for a in np.meshgrid(mus, sigmas, indexing="ij"))
-    cells = mu.size * len(s_mins) * len(alphas)
+    grid = _default_coverage_grid()
+    population = populations.grid(grid.mu, grid.sigma)
+    cells = len(population) * len(grid.s_min) * len(grid.alpha)
     draws = cells * args.coverage_trials
 
     def study():
         return studies.coverage_study(
-            mu, sigma, s_mins, alphas, [0.0], trials=args.coverage_trials, seed=args.seed
+            population.mu,
+            population.sigma,
+            grid.s_min,
+            grid.alpha,
+            [0.0],
+            trials=args.coverage_trials,
+            seed=args.seed,
         )
 
     study_time = _best_time(study, args.repeats)
-    block = max(1, min(args.coverage_trials, studies._BLOCK_ELEMENTS // cells))
+    block = studies.coverage_block_trials(cells, args.coverage_trials)
     blocks = -(-args.coverage_trials // block)
     uniforms = jax.jit(lambda k: jax.random.uniform(k, (block, cells), jnp.float64))
 

@@ -22,11 +22,13 @@ import tempfile
 import types
 from collections.abc import Iterator, Sequence
 
+from optscale_jax.experiments.plot_cli import add_format_option
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="figures", help="output directory (default: figures/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every study (default 0)")
-    parser.add_argument("--format", default="pdf,png", help="comma-separated: pdf, png, svg")
+    add_format_option(parser)
     parser.add_argument(
         "--results",
         default=None,
@@ -68,7 +70,7 @@ def make_figures(
         The figure files written.
     """
     from optscale_jax.experiments import replay_cli, simulate_cli
-    from optscale_jax.figures import plots
+    from optscale_jax.figures.plots import plot_figure
     from optscale_jax.sim.estimator_study import COLUMNS, estimator_study
 
     from optscale_jax.io import write_csv
@@ -85,13 +87,17 @@ def make_figures(
     print("[figures] estimator study", file=sys.stderr)
     write_csv(estimator_study(seed=seed), estimator_dir / "estimator.csv", columns=COLUMNS)
 
-    paths = []
-    paths += plots.plot_pareto(replay_dir, out, formats)
-    paths += plots.plot_samples(replay_dir, out, formats)
-    paths += plots.plot_calibration(sim_dir, out, formats)
-    paths += plots.plot_estimator(estimator_dir, out, formats)
-    paths += plots.plot_nstar(out, formats)
-    return paths
+    # Figure -> the study directory it reads (None: drawn from its default parameters).
+    inputs = {
+        "pareto": replay_dir,
+        "samples": replay_dir,
+        "calibration": sim_dir,
+        "estimator": estimator_dir,
+        "nstar": None,
+    }
+    return [
+        path for kind, in_dir in inputs.items() for path in plot_figure(kind, in_dir, out, formats)
+    ]
 
 
 def run(args: argparse.Namespace) -> int:

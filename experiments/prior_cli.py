@@ -16,13 +16,16 @@ import dataclasses
 import pathlib
 import sys
 
-from optscale_jax.io import read_jsonl, write_jsonl_records
+import numpy as np
 
-DEFAULT_SEED = 0
+from optscale_jax import prior
+from optscale_jax.datasets import MATH500_PRM_STATS, MATH_TRAIN_PRM_STATS, data_path
+from optscale_jax.experiments import prior_study
+from optscale_jax.io import read_jsonl, write_json, write_jsonl_records
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Adds the prior subcommands and their arguments (imports nothing heavy)."""
+    """Adds the prior subcommands and their arguments."""
     sub = parser.add_subparsers(
         dest="prior_command", metavar="{train,predict,eval,study}", required=True
     )
@@ -57,8 +60,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _training_arguments(evaluate)
 
     study = sub.add_parser("study", help="downstream replay study of the priors")
-    from optscale_jax.experiments import prior_study
-
     prior_study.configure(study)
 
 
@@ -69,7 +70,7 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
         help="hashed (default, dependency free) or embed:PATH (a local transformers model)",
     )
     parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="seed of split, init, batches"
+        "--seed", type=int, default=prior.ModelConfig().seed, help="seed of split, init, batches"
     )
     parser.add_argument(
         "--data",
@@ -83,20 +84,15 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the chosen prior subcommand."""
-    if args.prior_command == "train":
-        return _train(args)
-    if args.prior_command == "predict":
-        return _predict(args)
-    if args.prior_command == "eval":
-        return _eval(args)
-    from optscale_jax.experiments import prior_study
-
-    return prior_study.run(args)
+    commands = {"train": _train, "predict": _predict, "eval": _eval, "study": prior_study.run}
+    return commands[args.prior_command](args)
 
 
-def _model_config(args: argparse.Namespace):
-    from optscale_jax.prior import ModelConfig
+# --------------------------------------------------------------------------- train
 
+
+def _model_config(args: argparse.Namespace) -> prior.ModelConfig:
+    """`ModelConfig` defaults overridden by --seed, --epochs, --members, --hidden (checked)."""
     changes = {"seed": args.seed}
     for name in ("epochs", "members"):
         value = getattr(args, name)
@@ -108,35 +104,29 @@ def _model_config(args: argparse.Namespace):
         if any(h < 1 for h in args.hidden):
             raise ValueError(f"--hidden: widths must be >= 1, got {args.hidden}")
         changes["hidden"] = tuple(args.hidden)
-    return dataclasses.replace(ModelConfig(), **changes)
+    return dataclasses.replace(prior.ModelConfig(), **changes)
 
 
-def train_from_args(args: argparse.Namespace):
-    """Reads the training data, featurises and trains as the arguments say.
+def _training_data_path(data: str | None) -> pathlib.Path:
+    """--data, else the shipped MATH training statistics."""
+    return pathlib.Path(data) if data else data_path(MATH_TRAIN_PRM_STATS)
 
-    Returns:
-        The trained `PriorPredictor`.
-    """
-    from optscale_jax import prior
-    from optscale_jax.datasets import MATH_TRAIN_PRM_STATS, data_path
 
-    kind, model_path = prior.parse_features(args.features)
-    if model_path is not None and not pathlib.Path(model_path).exists():
-        raise FileNotFoundError(f"--features: no model at {model_path}")
-    data = pathlib.Path(args.data) if args.data else data_path(MATH_TRAIN_PRM_STATS)
-    records = read_jsonl(data)
-    mu, sigma = prior.prm_targets(records, str(data))
-    featuriser = prior.fit_featuriser(records, kind, embed_model=model_path)
-    features = prior.featurise(records, featuriser, progress=not args.quiet)
-    return prior.train_prior(
-        features, mu, sigma, featuriser, _model_config(args), progress=not args.quiet
+def _train_from_args(args: argparse.Namespace) -> prior.PriorPredictor:
+    """Reads --data and trains the predictor with the flags' features and settings."""
+    path = _training_data_path(args.data)
+    records = read_jsonl(path)
+    return prior.train_prior_from_records(
+        records,
+        features=args.features,
+        config=_model_config(args),
+        progress=not args.quiet,
+        source=str(path),
     )
 
 
 def _train(args: argparse.Namespace) -> int:
-    from optscale_jax import prior
-
-    predictor = train_from_args(args)
+    predictor = _train_from_args(args)
     prior.save_prior(predictor, args.out)
     info = predictor.info
     print(
@@ -147,34 +137,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- predict
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from optscale_jax import prior
-
     if (args.log is None) != (args.write_log is None):
         raise ValueError("--log and --write-log go together")
     predictor = prior.load_prior(args.model)
-    records = read_jsonl(args.questions)
-    if not records:
-        raise ValueError(f"{args.questions}: no questions")
-    ids = [prior.question_id(r, str(i)) for i, r in enumerate(records)]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{args.questions}: question ids are not unique")
-    for number, record in enumerate(records, start=1):
-        prior.question_text(record, where=f"{args.questions}:{number}")
+    records, ids = _read_questions(args.questions)
     mean, std = prior.predict_prior(predictor, records, progress=True)
     if args.space == "truncnorm":
         mu, sigma = prior.moments_to_truncnorm(mean, std)
     else:
         mu, sigma = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    write_jsonl_records(
-        (
-            {"id": i, "mu": float(m), "sigma": float(s)}
-            for i, m, s in zip(ids, mu, sigma, strict=True)
-        ),
-        args.out,
-    )
+    prior.write_prior_file(ids, mu, sigma, args.out)
     print(f"wrote {len(ids)} priors ({args.space}) to {args.out}")
     if args.log is not None:
         _write_log_priors(
@@ -183,10 +159,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_questions(path: str) -> tuple[list[dict], list[str]]:
+    """(records, ids) of a questions file; ids unique and every record with a text."""
+    records = read_jsonl(path)
+    if not records:
+        raise ValueError(f"{path}: no questions")
+    ids = [prior.question_id(r, str(i)) for i, r in enumerate(records)]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: question ids are not unique")
+    for number, record in enumerate(records, start=1):
+        prior.question_text(record, where=f"{path}:{number}")
+    return records, ids
+
+
 def _write_log_priors(log_path: str, out_path: str, table: dict[str, tuple[float, float]]) -> None:
     """Copies a log with each question's `prior` set from `table` (every id must be there)."""
-    import numpy as np
-
     from optscale_jax.logs import read_log, write_jsonl
 
     log = read_log(log_path)
@@ -199,6 +186,9 @@ def _write_log_priors(log_path: str, out_path: str, table: dict[str, tuple[float
     prior_sigma = np.array([table[i][1] for i in log.ids], np.float64)
     write_jsonl(dataclasses.replace(log, prior_mu=prior_mu, prior_sigma=prior_sigma), out_path)
     print(f"wrote {out_path} with priors for {len(log.ids)} questions")
+
+
+# --------------------------------------------------------------------------- eval
 
 
 def evaluate_predictions(
@@ -216,10 +206,6 @@ def evaluate_predictions(
         {"model" | "constant_median" | "released": {"mae_mu", "mae_sigma"}}; the released
         entry is missing when the test file has no released predictions.
     """
-    import numpy as np
-
-    from optscale_jax import prior
-
     target_mu, target_sigma = prior.prm_targets(test_records, "--test")
 
     def mae(pred_mu, pred_sigma):
@@ -238,20 +224,9 @@ def evaluate_predictions(
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from optscale_jax import prior
-    from optscale_jax.datasets import MATH500_PRM_STATS, MATH_TRAIN_PRM_STATS, data_path
-    from optscale_jax.io import write_json
-
     out = pathlib.Path(args.out)
-    if args.model:
-        predictor = prior.load_prior(args.model)
-        model_dir = pathlib.Path(args.model)
-    else:
-        predictor = train_from_args(args)
-        model_dir = prior.save_prior(predictor, out / "model")
-    train_path = pathlib.Path(args.data) if args.data else data_path(MATH_TRAIN_PRM_STATS)
+    predictor, model_dir = _predictor_to_evaluate(args, out)
+    train_path = _training_data_path(args.data)
     train_mu, train_sigma = prior.prm_targets(read_jsonl(train_path), str(train_path))
     median = (float(np.median(train_mu)), float(np.median(train_sigma)))
 
@@ -259,7 +234,6 @@ def _eval(args: argparse.Namespace) -> int:
     test_records = read_jsonl(test_path)
     mean, std = prior.predict_prior(predictor, test_records, progress=not args.quiet)
     scores = evaluate_predictions(mean, std, test_records, median)
-    tn_mu, tn_sigma = prior.moments_to_truncnorm(mean, std)
     result = {
         "n": len(test_records),
         "test": test_path.name,
@@ -276,6 +250,25 @@ def _eval(args: argparse.Namespace) -> int:
         },
     }
     write_json(result, out / "prior_eval.json")
+    _write_test_predictions(test_records, mean, std, out / "math500_priors.jsonl")
+    _print_scores(scores, len(test_records), test_path.name)
+    print(f"wrote {out / 'prior_eval.json'} and {out / 'math500_priors.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def _predictor_to_evaluate(
+    args: argparse.Namespace, out: pathlib.Path
+) -> tuple[prior.PriorPredictor, pathlib.Path]:
+    """(predictor, its folder): --model, else one trained now and saved to OUT/model."""
+    if args.model:
+        return prior.load_prior(args.model), pathlib.Path(args.model)
+    predictor = _train_from_args(args)
+    return predictor, prior.save_prior(predictor, out / "model")
+
+
+def _write_test_predictions(test_records, mean, std, path: pathlib.Path) -> None:
+    """Per test question: predicted score moments (mu, sigma) and their truncated normal."""
+    tn_mu, tn_sigma = prior.moments_to_truncnorm(mean, std)
     write_jsonl_records(
         (
             {
@@ -289,16 +282,15 @@ def _eval(args: argparse.Namespace) -> int:
                 zip(test_records, mean, std, tn_mu, tn_sigma, strict=True)
             )
         ),
-        out / "math500_priors.jsonl",
+        path,
     )
-    lines = [
-        f"MAE on {len(test_records)} questions of {test_path.name} (mu = score mean, sigma = score std):"
-    ]
+
+
+def _print_scores(scores: dict[str, dict[str, float]], count: int, test_name: str) -> None:
+    lines = [f"MAE on {count} questions of {test_name} (mu = score mean, sigma = score std):"]
     for name in ("model", "constant_median", "released"):
         if name in scores:
             lines.append(
                 f"  {name:16s} mu {scores[name]['mae_mu']:.4f}  sigma {scores[name]['mae_sigma']:.4f}"
             )
     print("\n".join(lines))
-    print(f"wrote {out / 'prior_eval.json'} and {out / 'math500_priors.jsonl'}", file=sys.stderr)
-    return 0

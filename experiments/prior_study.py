@@ -1,8 +1,8 @@
 """Downstream study: which prior helps OptScalet on a semi-synthetic MATH500 log?
 
 Each MATH500 question gets a truncated-normal score law moment-matched to its real PRM score
-mean and standard deviation (`optscale_jax.sim.populations.moment_match`); `optscale_jax.sim.logs.synthetic_log` draws
-a log from those laws. The log is replayed (`optscale_jax.replay.evaluate`, the engine of
+mean and standard deviation (`optscale_jax.prior.moments_to_truncnorm`);
+`optscale_jax.sim.logs.synthetic_log` draws a log from those laws. The log is replayed (`optscale_jax.replay.evaluate`, the engine of
 `optscale replay`: seeded dev/test split, settings chosen on dev, reported on test) with
 
 * OptScale0 (no prior, refit after every sample),
@@ -25,7 +25,13 @@ import dataclasses
 import pathlib
 import sys
 
-from optscale_jax.io import read_jsonl, write_jsonl_records
+import numpy as np
+
+from optscale_jax import prior
+from optscale_jax.datasets import MATH500_PRM_STATS, MATH_TRAIN_PRM_STATS, data_path
+from optscale_jax.io import read_jsonl, write_csv, write_json
+from optscale_jax.replay import ReplayConfig, evaluate
+from optscale_jax.sim.logs import synthetic_log
 
 STUDY_COLUMNS = (
     "method",
@@ -45,7 +51,7 @@ STUDY_COLUMNS = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Adds the study's arguments (imports nothing heavy)."""
+    """Adds the study's arguments."""
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--model", help="a saved predictor (default: train one, saved to OUT/model)"
@@ -99,27 +105,6 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--prior-scale: values must be > 0, got {args.prior_scale}")
 
 
-def _learned_predictor(args: argparse.Namespace, out: pathlib.Path):
-    from optscale_jax.experiments.prior_cli import DEFAULT_SEED, train_from_args
-
-    from optscale_jax import prior
-
-    if args.model:
-        return prior.load_prior(args.model)
-    train_args = argparse.Namespace(
-        features="hashed",
-        seed=DEFAULT_SEED,
-        data=None,
-        epochs=None,
-        members=None,
-        hidden=None,
-        quiet=args.quiet,
-    )
-    predictor = train_from_args(train_args)
-    prior.save_prior(predictor, out / "model")
-    return predictor
-
-
 def prior_tables(records, predictor, train_records) -> dict[str, tuple]:
     """Per-question (mu, sigma) of each fixed prior, aligned with `records`.
 
@@ -131,10 +116,6 @@ def prior_tables(records, predictor, train_records) -> dict[str, tuple]:
     Returns:
         {"learned" | "constant" | "released": (mu [Q], sigma [Q])} as float64 arrays.
     """
-    import numpy as np
-
-    from optscale_jax import prior
-
     mean, std = prior.predict_prior(predictor, records)
     train_mu, train_sigma = prior.prm_targets(train_records)
     median = prior.moments_to_truncnorm(np.median(train_mu), np.median(train_sigma))
@@ -154,42 +135,55 @@ def prior_tables(records, predictor, train_records) -> dict[str, tuple]:
 
 def run(args: argparse.Namespace) -> int:
     """Builds the log, replays every prior, writes the tables."""
-    import numpy as np
-    from optscale_jax.sim.logs import synthetic_log
-    from optscale_jax.sim.populations import moment_match
-
-    from optscale_jax import prior
-    from optscale_jax.datasets import MATH500_PRM_STATS, MATH_TRAIN_PRM_STATS, data_path
-    from optscale_jax.io import write_csv, write_json
-    from optscale_jax.replay import ReplayConfig, evaluate
-
     _check(args)
     out = pathlib.Path(args.out)
     records = read_jsonl(data_path(MATH500_PRM_STATS))
-    train_records = read_jsonl(data_path(MATH_TRAIN_PRM_STATS))
-    mean, std = prior.prm_targets(records)
-    true_mu, true_sigma = moment_match(np.clip(mean, 1e-4, 1 - 1e-4), np.maximum(std, 1e-4))
+    train_path = data_path(MATH_TRAIN_PRM_STATS)
+    train_records = read_jsonl(train_path)
+    true_mu, true_sigma = prior.moments_to_truncnorm(*prior.prm_targets(records))
     ids = [prior.question_id(r, str(i)) for i, r in enumerate(records)]
     log = synthetic_log(true_mu, true_sigma, args.k, args.seed, ids=ids, prior_noise=None)
 
-    predictor = _learned_predictor(args, out)
+    predictor = _learned_predictor(args, out, train_records, str(train_path))
     tables = prior_tables(records, predictor, train_records)
     # Reference: the true laws' parameters, unknowable in practice.
     tables["oracle"] = (true_mu, true_sigma)
     specs = {"none": None, "eb": "eb"}
     for name, (mu, sigma) in tables.items():
-        path = write_jsonl_records(
-            (
-                {"id": i, "mu": float(m), "sigma": float(s)}
-                for i, m, s in zip(ids, mu, sigma, strict=True)
-            ),
-            out / "priors" / f"{name}.jsonl",
-        )
-        specs[name] = str(path)
+        specs[name] = str(prior.write_prior_file(ids, mu, sigma, out / "priors" / f"{name}.jsonl"))
 
+    common = {"questions": len(ids), "k": args.k, "seed": args.seed}
+    rows = _replay_rows(log, specs, args, common)
+    write_csv(rows, out / "prior_study.csv", columns=STUDY_COLUMNS)
+    write_json(_study_summary(args, rows), out / "prior_study.json")
+    for row in rows:
+        label = row["method"] + (f"[{row['prior']}]" if row["prior"] else "")
+        print(
+            f"{label:22s} {row['selection']:12s} accuracy {row['accuracy']:.3f}  "
+            f"samples/question {row['mean_samples']:.2f}  ({row['setting']})"
+        )
+    return 0
+
+
+def _learned_predictor(
+    args: argparse.Namespace, out: pathlib.Path, train_records, train_source: str
+) -> prior.PriorPredictor:
+    """--model, else a predictor trained with the default settings and saved to OUT/model."""
+    if args.model:
+        return prior.load_prior(args.model)
+    predictor = prior.train_prior_from_records(
+        train_records, config=prior.ModelConfig(), progress=not args.quiet, source=train_source
+    )
+    prior.save_prior(predictor, out / "model")
+    return predictor
+
+
+def _replay_rows(log, specs: dict[str, str | None], args: argparse.Namespace, common) -> list:
+    """Replays the log with each prior spec; the study rows of every method and prior."""
+    s_fixed, alpha_fixed = args.fixed_setting
     base = ReplayConfig(
-        s_min=tuple(sorted({*args.s_min, args.fixed_setting[0]})),
-        alpha=tuple(sorted({*args.alpha, args.fixed_setting[1]})),
+        s_min=tuple(sorted({*args.s_min, s_fixed})),
+        alpha=tuple(sorted({*args.alpha, alpha_fixed})),
         min_samples=(1, 2),
         prior_scale=tuple(args.prior_scale),
         permutations=args.permutations,
@@ -206,75 +200,67 @@ def run(args: argparse.Namespace) -> int:
         for method, figures in result.summary["methods"].items():
             if method == "bon" and rows:
                 continue  # the same reference every time
-            ci = figures.get("ci") or [None, None]
-            common = {"questions": len(ids), "k": args.k, "seed": args.seed}
             label = name if method == "optscalet" else ""
+            ci = figures.get("ci") or [None, None]
             rows.append(
-                {
-                    "method": method,
-                    "prior": label,
-                    "selection": "dev-selected",
-                    "accuracy": figures["accuracy"],
-                    "ci_low": ci[0],
-                    "ci_high": ci[1],
-                    "mean_samples": figures["mean_samples"],
-                    "mean_cost": figures["mean_cost"],
-                    "saving": figures.get("saving"),
-                    "setting": figures["setting"],
-                    **common,
-                }
+                _study_row(
+                    method, label, "dev-selected", figures, ci, figures.get("saving"), common
+                )
             )
             if method == "bon":
                 continue
-            fixed = [
-                r
-                for r in result.rows
-                if r["method"] == method
-                and r["split"] == "test"
-                and r.get("m") == 1
-                and np.isclose(r.get("s_min"), args.fixed_setting[0])
-                and np.isclose(r.get("alpha"), args.fixed_setting[1])
-            ]
-            if fixed:
-                r = fixed[0]
-                rows.append(
-                    {
-                        "method": method,
-                        "prior": label,
-                        "selection": "fixed",
-                        "accuracy": r["accuracy"],
-                        "ci_low": r["ci_low"],
-                        "ci_high": r["ci_high"],
-                        "mean_samples": r["mean_samples"],
-                        "mean_cost": r["mean_cost"],
-                        "saving": None,
-                        "setting": r["setting"],
-                        **common,
-                    }
-                )
-    write_csv(rows, out / "prior_study.csv", columns=STUDY_COLUMNS)
-    write_json(
-        {
-            "log": "MATH500 PRM statistics, moment-matched truncated normals, optscale_jax.sim.logs.synthetic_log",
-            "k": args.k,
-            "permutations": args.permutations,
-            "s_min": args.s_min,
-            "alpha": args.alpha,
-            "prior_scale": args.prior_scale,
-            "fixed_setting": {
-                "s_min": args.fixed_setting[0],
-                "alpha": args.fixed_setting[1],
-                "m": 1,
-            },
-            "seed": args.seed,
-            "rows": rows,
+            fixed = _fixed_setting_result(result.rows, method, s_fixed, alpha_fixed)
+            if fixed is not None:
+                ci = [fixed["ci_low"], fixed["ci_high"]]
+                rows.append(_study_row(method, label, "fixed", fixed, ci, None, common))
+    return rows
+
+
+def _fixed_setting_result(result_rows, method: str, s_min: float, alpha: float) -> dict | None:
+    """The test-split result row of `method` at (s_min, alpha, m = 1), if the grid has it."""
+    for row in result_rows:
+        if (
+            row["method"] == method
+            and row["split"] == "test"
+            and row.get("m") == 1
+            and np.isclose(row.get("s_min"), s_min)
+            and np.isclose(row.get("alpha"), alpha)
+        ):
+            return row
+    return None
+
+
+def _study_row(method, label, selection, figures, ci, saving, common) -> dict:
+    """One `STUDY_COLUMNS` row from a method's figures (summary or result row)."""
+    return {
+        "method": method,
+        "prior": label,
+        "selection": selection,
+        "accuracy": figures["accuracy"],
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "mean_samples": figures["mean_samples"],
+        "mean_cost": figures["mean_cost"],
+        "saving": saving,
+        "setting": figures["setting"],
+        **common,
+    }
+
+
+def _study_summary(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """The configuration of the study and its rows (`prior_study.json`)."""
+    return {
+        "log": "MATH500 PRM statistics, moment-matched truncated normals, optscale_jax.sim.logs.synthetic_log",
+        "k": args.k,
+        "permutations": args.permutations,
+        "s_min": args.s_min,
+        "alpha": args.alpha,
+        "prior_scale": args.prior_scale,
+        "fixed_setting": {
+            "s_min": args.fixed_setting[0],
+            "alpha": args.fixed_setting[1],
+            "m": 1,
         },
-        out / "prior_study.json",
-    )
-    for row in rows:
-        label = row["method"] + (f"[{row['prior']}]" if row["prior"] else "")
-        print(
-            f"{label:22s} {row['selection']:12s} accuracy {row['accuracy']:.3f}  "
-            f"samples/question {row['mean_samples']:.2f}  ({row['setting']})"
-        )
-    return 0
+        "seed": args.seed,
+        "rows": rows,
+    }

@@ -3,26 +3,61 @@
 Example:
     optscale replay --demo --out runs/gpqa
     optscale replay pool.json --format optscale-pool --prompts math500.jsonl --out runs/math
+    optscale replay --demo --select ltt --risk disagree --epsilon 0.05 --delta 0.1 --out runs/ltt
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import pathlib
 import sys
 
-from optscale_jax.replay import METHODS, PER_QUESTION_COLUMNS, RESULT_COLUMNS, ReplayConfig
+from optscale_jax.replay import (
+    CERTIFIED_SETTING_FILE,
+    METHOD_TABLE,
+    METHODS,
+    PER_QUESTION_COLUMNS,
+    ReplayConfig,
+)
+from optscale_jax.replay.config import LTT_DEFAULT_SPLIT, PROTOCOLS, SELECTIONS
 
 FORMATS = ("auto", "jsonl", "parquet", "optscale-pool", "search-and-learn", "gpqa-genrm")
 _DEFAULTS = ReplayConfig()
+# flag -> (type, help) of the evaluation options; defaults are ReplayConfig's.
+_EVALUATION_OPTIONS = {
+    "--permutations": (int, "random sample orders per question"),
+    "--split": (
+        str,
+        "dev-test (seeded 50/50; the default), kfold:K (cross-fitting) or none; "
+        f"with --select ltt the default is {LTT_DEFAULT_SPLIT}",
+    ),
+    "--tolerance": (
+        float,
+        "selection: accept settings this far below the reference's accuracy at max-n "
+        "(BoN; SC on a log without scores)",
+    ),
+    "--verifier-cost-factor": (
+        float,
+        "verifier cost per generated token (per sample without tokens)",
+    ),
+    "--bootstrap": (int, "bootstrap resamples of the 95%% CIs"),
+    "--seed": (int, "seeds orders, split and bootstrap"),
+}
+
+
+def _field(flag: str) -> str:
+    """The ReplayConfig field of a flag: --min-samples -> min_samples."""
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def add_grid_argument(
     parser: argparse.ArgumentParser, flag: str, kind: type, metavar: str, help_text: str
 ) -> None:
     """A hyper-parameter grid flag (one or more values), defaulting to `ReplayConfig`'s grid."""
-    default = list(getattr(_DEFAULTS, flag.removeprefix("--").replace("-", "_")))
+    default = getattr(_DEFAULTS, _field(flag))
+    default = None if default is None else list(default)
     parser.add_argument(
         flag, type=kind, nargs="+", default=default, metavar=metavar, help=help_text
     )
@@ -30,6 +65,20 @@ def add_grid_argument(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the `optscale replay` arguments."""
+    _add_log_arguments(parser)
+    _add_method_arguments(parser)
+    _add_evaluation_arguments(parser)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="write report.md without the figures (pareto and samples, png and pdf)",
+    )
+
+
+def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """The log and its reader's options."""
     parser.add_argument("log", nargs="?", metavar="LOG", help="log file (omit with --demo)")
     parser.add_argument(
         "--demo",
@@ -53,6 +102,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("last", "min", "mean", "prod"),
         help="search-and-learn: how step scores become one score",
     )
+
+
+def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """The methods, their grids and OptScalet's prior."""
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -61,12 +114,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"methods to run (default: every one the log supports): {', '.join(METHODS)}",
     )
     parser.add_argument("--max-n", type=int, help="cap on samples per question (default: all)")
-    parser.add_argument(
+    add_grid_argument(
+        parser,
         "--fixed-n",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="N grid of bon/sc/wmv/oracle, ending at --max-n (default: 1..max-n)",
+        int,
+        "N",
+        "N grid of bon/sc/wmv/oracle, ending at --max-n (default: 1..max-n)",
     )
     add_grid_argument(parser, "--s-min", float, "S", "OptScale score thresholds")
     add_grid_argument(parser, "--alpha", float, "A", "OptScale target probabilities")
@@ -88,100 +141,59 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar=("MU_SCALE", "SIGMA_SCALE"),
         help="standard deviations of the priors on mu and sigma",
     )
-    parser.add_argument(
-        "--permutations",
-        type=int,
-        default=_DEFAULTS.permutations,
-        help="random sample orders per question",
-    )
-    parser.add_argument(
-        "--split",
-        default=_DEFAULTS.split,
-        help="dev-test (seeded 50/50), kfold:K (cross-fitting) or none",
-    )
+
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Orders, split, protocol, costs, CIs and the seed."""
+    for flag, (kind, help_text) in _EVALUATION_OPTIONS.items():
+        default = getattr(_DEFAULTS, _field(flag))
+        parser.add_argument(flag, type=kind, default=default, help=help_text)
+    # None: ReplayConfig picks dev-test, or kfold:4 with --select ltt.
+    parser.set_defaults(split=None)
     parser.add_argument(
         "--protocol",
-        default="heldout",
-        choices=("heldout", "released"),
+        default=_DEFAULTS.protocol,
+        choices=PROTOCOLS,
         help="released: pick the best cell on the test split itself, "
         "as the paper's code did (labelled released-test-selected)",
     )
+    _add_ltt_arguments(parser)
+
+
+def _add_ltt_arguments(parser: argparse.ArgumentParser) -> None:
+    """How settings are chosen, and Learn-then-Test's risk, epsilon and delta."""
+    from optscale_jax.calibration import RISKS
+
     parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.0,
-        help="selection: accept settings this far below BoN@max-n accuracy",
+        "--select",
+        default=_DEFAULTS.select,
+        choices=SELECTIONS,
+        help="accuracy: the cheapest setting reaching the reference's accuracy at max-n; "
+        "ltt: Learn-then-Test, the cheapest setting certified to keep --risk <= --epsilon "
+        "with probability >= 1 - --delta (max-n when none is)",
     )
     parser.add_argument(
-        "--verifier-cost-factor",
-        type=float,
-        default=0.0,
-        help="verifier cost per generated token (per sample without tokens)",
+        "--risk",
+        default=_DEFAULTS.risk,
+        choices=tuple(RISKS),
+        help="--select ltt: disagree (answer differs from the full budget's; needs answers), "
+        "regret (best score lost; needs scores) or accuracy-drop (needs labels)",
     )
     parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=_DEFAULTS.bootstrap,
-        help="bootstrap resamples of the 95%% CIs",
+        "--epsilon", type=float, default=_DEFAULTS.epsilon, help="--select ltt: target risk"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds orders, split and bootstrap")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--delta", type=float, default=_DEFAULTS.delta, help="--select ltt: error level"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:
-    """The ReplayConfig of parsed arguments, validated (ValueError naming the flag)."""
-    from optscale_jax import validation
-
-    def positive(values, flag):
-        for v in values:
-            if v < 1:
-                raise ValueError(f"{flag} must be >= 1, got {v}")
-
-    if args.max_n is not None:
-        validation.check_max_n(args.max_n, "--max-n")
-    validation.check_unit(args.s_min, "--s-min")
-    validation.check_open_unit(args.alpha, "--alpha")
-    validation.check_open_unit(args.threshold, "--threshold")
-    positive(args.min_samples, "--min-samples")
-    positive(args.peek, "--peek")
-    positive(args.window, "--window")
-    positive([args.permutations], "--permutations")
-    positive([args.bootstrap], "--bootstrap")
-    if args.fixed_n is not None:
-        positive(args.fixed_n, "--fixed-n")
-        if sorted(set(args.fixed_n)) != list(args.fixed_n):
-            raise ValueError("--fixed-n must be strictly increasing")
-    for flag, value in (
-        ("--tolerance", args.tolerance),
-        ("--verifier-cost-factor", args.verifier_cost_factor),
-    ):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{flag} must be finite and >= 0, got {value}")
-    if not all(math.isfinite(s) and s > 0 for s in args.prior_scale):
-        raise ValueError(f"--prior-scale must be two positive numbers, got {args.prior_scale}")
-    from optscale_jax.replay import parse_split
-
-    parse_split(args.split)
+    """The ReplayConfig of parsed arguments; it checks itself (ValueError naming the field,
+    which the dispatcher turns into the flag)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(ReplayConfig)}
+    values["methods"] = args.methods or METHODS
     return ReplayConfig(
-        methods=tuple(args.methods or METHODS),
-        max_n=args.max_n,
-        fixed_n=tuple(args.fixed_n) if args.fixed_n else None,
-        s_min=tuple(args.s_min),
-        alpha=tuple(args.alpha),
-        min_samples=tuple(args.min_samples),
-        peek=tuple(args.peek),
-        window=tuple(args.window),
-        threshold=tuple(args.threshold),
-        prior=args.prior,
-        prior_scale=tuple(args.prior_scale),
-        permutations=args.permutations,
-        split=args.split,
-        protocol=args.protocol,
-        tolerance=args.tolerance,
-        verifier_cost_factor=args.verifier_cost_factor,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
+        **{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
     )
 
 
@@ -208,8 +220,15 @@ def load_log(args: argparse.Namespace):
     )
 
 
-def format_table(table: list[dict], cost_unit: str, split: str) -> str:
-    """The terminal summary: one line per method with held-out figures."""
+def format_table(table: list[dict], cost_unit: str, split: str, reference: str = "BoN") -> str:
+    """The terminal summary: one line per method with held-out figures.
+
+    Args:
+        table: `ReplayResult.table`.
+        cost_unit: "tokens" or "samples".
+        split: the reported split's name.
+        reference: the reference method's name in messages ("BoN", "SC").
+    """
     header = (
         f"{'method':<15} {'setting':<32} {split + ' accuracy [95% CI]':<32}"
         f" {'samples':>8} {'cost (' + cost_unit + ')':>16} {'saving':>8}"
@@ -217,20 +236,102 @@ def format_table(table: list[dict], cost_unit: str, split: str) -> str:
     lines = [header, "-" * len(header)]
     for t in table:
         low, high = t["ci"]
-        saving = "n/a" if t["saving"] is None else f"{100 * t['saving']:+.1f}%"
-        setting = t["setting"] if len(t["setting"]) <= 30 else t["setting"][:27] + "..."
-        setting += "" if t["qualified"] else " *"
+        setting, saving = _setting_and_saving(t)
         lines.append(
             f"{t['method']:<15} {setting:<32} {t['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
             f"{'':<13} {t['mean_samples']:>8.2f} {t['mean_cost']:>16.2f} {saving:>8}"
         )
     if not all(t["qualified"] for t in table):
-        lines.append("* no setting reached BoN@max_n's selection accuracy: the most accurate one")
+        lines.append(
+            f"* no setting reached {reference}@max_n's selection accuracy: the most accurate one"
+        )
+    return "\n".join(lines)
+
+
+def _setting_and_saving(line: dict) -> tuple[str, str]:
+    """A table line's setting (shortened; ` *` when it did not meet the rule) and saving."""
+    saving = "n/a" if line["saving"] is None else f"{100 * line['saving']:+.1f}%"
+    setting = line["setting"] if len(line["setting"]) <= 30 else line["setting"][:27] + "..."
+    return setting + ("" if line["qualified"] else " *"), saving
+
+
+def format_ltt_table(table: list[dict], cost_unit: str, split: str, risk: str) -> str:
+    """The terminal summary with `--select ltt`: accuracy, the realised risk against epsilon,
+    and the cost, one line per method.
+
+    Args:
+        table: `ReplayResult.table` of an LTT replay.
+        cost_unit: "tokens" or "samples".
+        split: the reported split's name.
+        risk: the risk's name.
+    """
+    header = (
+        f"{'method':<15} {'setting':<32} {split + ' accuracy':>15} {'epsilon':>8}"
+        f" {risk + ' risk [95% CI]':<28} {'cost (' + cost_unit + ')':>16} {'saving':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for t in table:
+        low, high = t["realised_risk_ci"]
+        setting, saving = _setting_and_saving(t)
+        risk_text = f"{t['realised_risk']:.3f} [{low:.3f}, {high:.3f}]"
+        # NaN on a log without labels.
+        accuracy = f"{t['accuracy']:.3f}" if math.isfinite(t["accuracy"]) else "n/a"
+        lines.append(
+            f"{t['method']:<15} {setting:<32} {accuracy:>15} {t['epsilon']:>8g}"
+            f" {risk_text:<28} {t['mean_cost']:>16.2f} {saving:>8}"
+        )
+    if not all(t["qualified"] for t in table):
+        lines.append("* no setting certified (in some split): the full budget max_n was used")
+    return "\n".join(lines)
+
+
+def _ltt_lines(summary: dict) -> list[str]:
+    """The certified settings on all questions, and a note when too few questions certify."""
+    ltt = summary["ltt"]
+    lines = [f"note: {ltt['note']}"] if "note" in ltt else []
+    deploy = summary["certified_settings"]
+    lines.append(
+        f"certified on all {deploy['calibration_questions']} questions "
+        f"({ltt['risk']} risk <= {ltt['epsilon']:g}, delta {ltt['delta']:g}):"
+    )
+    for method, entry in deploy["methods"].items():
+        verdict = "certified" if entry["certified"] else "not certified: max_n"
+        lines.append(
+            f"  {method:<15} {entry['setting']:<32} {verdict} (p = {entry['p_value']:.3g})"
+        )
+    return lines
+
+
+def terminal_text(summary: dict, table: list[dict]) -> str:
+    """What `optscale replay` prints (and report.md shows): the run, one line per method,
+    LTT's certified settings, skipped methods and how savings are measured."""
+    lines = [
+        f"{summary['log']}: {summary['questions']} questions, max_n={summary['max_n']}, "
+        f"{summary['permutations']} orders, split={summary['split']}, "
+        f"protocol={summary['protocol']}"
+    ]
+    reference = METHOD_TABLE[summary["reference"]].reference
+    split, cost_unit = summary["reported_split"], summary["cost_unit"]
+    if "ltt" in summary:
+        lines.append(format_ltt_table(table, cost_unit, split, summary["ltt"]["risk"]))
+        lines += _ltt_lines(summary)
+    else:
+        lines.append(format_table(table, cost_unit, split, reference))
+    skipped = summary["skipped_methods"]
+    lines += [f"skipped {method}: {reason}" for method, reason in skipped.items()]
+    if "labels_note" in summary:
+        lines.append(f"no labels: {summary['labels_note']}")
+    else:
+        lines.append(
+            f"saving = 1 - cost / (cost fixed-N {reference} needs for the same accuracy "
+            "on its envelope)"
+        )
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the replay and writes results.csv, summary.json and per_question.csv to --out."""
+    """Runs the replay and writes results.csv, summary.json and per_question.csv to --out
+    (and certified_setting.json with --select ltt), then report.md with the figures."""
     config = config_from_args(args)
     log = load_log(args)
 
@@ -239,27 +340,30 @@ def run(args: argparse.Namespace) -> int:
     # Replay is small next to the fits' cost; float64 keeps it identical to the references.
     jax.config.update("jax_enable_x64", True)
     from optscale_jax import replay
-    from optscale_jax.io import write_csv, write_json
+    from optscale_jax.experiments.replay_report import write_report
 
     result = replay.evaluate(
         log, config, explicit_methods=args.methods is not None, progress=not args.no_progress
     )
     out = pathlib.Path(args.out)
-    write_csv(result.rows, out / "results.csv", RESULT_COLUMNS)
-    write_json(result.summary, out / "summary.json")
-    write_csv(result.per_question, out / "per_question.csv", PER_QUESTION_COLUMNS)
-    summary = result.summary
-    print(
-        f"{summary['log']}: {summary['questions']} questions, max_n={summary['max_n']}, "
-        f"{summary['permutations']} orders, split={summary['split']}, "
-        f"protocol={summary['protocol']}"
-    )
-    print(format_table(result.table, summary["cost_unit"], summary["reported_split"]))
-    for method, reason in summary["skipped_methods"].items():
-        print(f"skipped {method}: {reason}")
-    print("saving = 1 - cost / (cost fixed-N BoN needs for the same accuracy on its envelope)")
-    print(
-        f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'per_question.csv'}",
-        file=sys.stderr,
-    )
+    written = _write_results(result, out)
+    terminal = terminal_text(result.summary, result.table)
+    print(terminal)
+    written += write_report(out, terminal, config, result.summary, figures=not args.no_figures)
+    print(f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     return 0
+
+
+def _write_results(result, out: pathlib.Path) -> list[pathlib.Path]:
+    """results.csv, summary.json, per_question.csv (and certified_setting.json with LTT)."""
+    from optscale_jax.io import write_csv, write_json
+
+    written = [
+        write_csv(result.rows, out / "results.csv", result.columns),
+        write_json(result.summary, out / "summary.json"),
+        write_csv(result.per_question, out / "per_question.csv", PER_QUESTION_COLUMNS),
+    ]
+    if "certified_settings" in result.summary:
+        certified = result.summary["certified_settings"]
+        written.append(write_json(certified, out / CERTIFIED_SETTING_FILE))
+    return written

@@ -10,6 +10,7 @@ Example (offline, CPU)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
@@ -42,6 +43,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     stop.add_argument("--wave-size", type=int, default=2, help="samples per question per wave")
     stop.add_argument("--min-samples", type=int, default=1, help="never stop before this")
     stop.add_argument(
+        "--setting",
+        default=None,
+        metavar="FILE",
+        help="run with the setting certified by `optscale replay --select ltt` (its "
+        "certified_setting.json or summary.json): its s_min, alpha, minimum samples and "
+        "max_n replace the flags' (optscalet's with priors, else optscale0's)",
+    )
+    stop.add_argument(
         "--prior",
         default=None,
         help="OptScalet: JSONL of per-id prior centres {id, mu, sigma} (else MLE, OptScale0; "
@@ -63,13 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--max-tokens", type=int, default=256, help="generated tokens cap")
     gen.add_argument("--max-model-len", type=int, default=2048, help="vLLM context length")
     gen.add_argument("--dtype", default="auto", help="vLLM weights dtype")
-    gen.add_argument(
-        "--server",
-        default=None,
-        metavar="URL",
-        help="sample from a running OpenAI-compatible server (vllm serve) instead",
-    )
-    gen.add_argument("--served-model", default=None, help="model name on --server")
+    _add_server_arguments(gen)
     gen.add_argument(
         "--prompt-template",
         default=None,
@@ -96,25 +99,122 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_server_arguments(gen: argparse._ArgumentGroup) -> None:
+    """The servers to sample from, and the in-process engine's own parallelism."""
+    gen.add_argument(
+        "--endpoint",
+        "--server",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="sample from a running OpenAI-compatible server (vllm serve) instead; repeat for "
+        "several servers of the same model: a wave's requests go to all of them, and a server "
+        "that fails has its requests retried on the others",
+    )
+    gen.add_argument("--served-model", default=None, help="model name on the --endpoint servers")
+    gen.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight per --endpoint server",
+    )
+    gen.add_argument(
+        "--request-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a request unanswered this long counts as failed (retried on another server)",
+    )
+    gen.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        default=2,
+        help="a request is given up after failing (--endpoint servers + N) times; the tries "
+        "beyond one per server go to the last server left",
+    )
+    gen.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        metavar="N",
+        default=None,
+        help="GPUs per model replica of the in-process vLLM engine (vLLM's own argument)",
+    )
+    gen.add_argument(
+        "--data-parallel-size",
+        type=int,
+        metavar="N",
+        default=None,
+        help="model replicas of the in-process vLLM engine (vLLM's own argument; vLLM 0.32 "
+        "takes it only in `vllm serve`, see the docs)",
+    )
+
+
 def _check_positive(value: int, name: str) -> None:
     if value < 1:
         raise ValueError(f"{name}: must be >= 1, got {value}")
 
 
+def loop_config(args: argparse.Namespace, **changes):
+    """The `LoopConfig` of the arguments named after its fields (absent or None: its default).
+
+    Args:
+        args: parsed arguments (`--s-min` gives `s_min`, ...).
+        **changes: values that replace the arguments' (e.g. a list made a tuple).
+    """
+    from optscale_jax.live.loop import LoopConfig
+
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(LoopConfig)
+        if getattr(args, field.name, None) is not None
+    }
+    return LoopConfig(**(given | changes))
+
+
+# vLLM's own parallelism arguments, passed through to the in-process engine when given.
+ENGINE_PARALLELISM = ("tensor_parallel_size", "data_parallel_size")
+
+
 def build_sampler(args: argparse.Namespace, model_path: str | None):
-    """The sampler the arguments ask for (OpenAI client with --server, else vLLM)."""
+    """The sampler the arguments ask for (OpenAI client with --endpoint, else vLLM)."""
     from optscale_jax.live.samplers import OpenAISampler, VLLMSampler
 
     common = dict(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
-    if args.server:
-        return OpenAISampler(args.server, model=args.served_model, **common)
+    if args.endpoint:
+        return OpenAISampler(
+            args.endpoint,
+            model=args.served_model,
+            request_timeout=args.request_timeout,
+            max_in_flight=args.max_in_flight,
+            retries=args.retries,
+            **common,
+        )
+    parallelism = {
+        name: getattr(args, name) for name in ENGINE_PARALLELISM if getattr(args, name) is not None
+    }
     return VLLMSampler(
         model_path,
         max_model_len=args.max_model_len,
         dtype=args.dtype,
         engine_seed=args.seed,
+        **parallelism,
         **common,
     )
+
+
+def _check_parallelism(args: argparse.Namespace) -> None:
+    """The engine's parallelism is >= 1, and only for the in-process engine (a server has
+    its own: `vllm serve --tensor-parallel-size N`)."""
+    for name in ENGINE_PARALLELISM:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        _check_positive(value, name)
+        if args.endpoint:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{name}: give it to the server (vllm serve {flag} N), not here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,32 +223,27 @@ def run(args: argparse.Namespace) -> int:
 
     offline_environment()
     from optscale_jax.live import loop
+    from optscale_jax.live.samplers import EndpointsFailedError
     from optscale_jax.live.verifiers import build_verifier, parse_verifier_spec
 
+    # Errors name the argument; the dispatcher shows its flag (max_tokens -> --max-tokens).
     for name in ("max_tokens", "max_model_len", "verifier_batch_size"):
-        _check_positive(getattr(args, name), "--" + name.replace("_", "-"))
+        _check_positive(getattr(args, name), name)
     if not 0.0 < args.top_p <= 1.0:
-        raise ValueError(f"--top-p: must be in (0, 1], got {args.top_p}")
+        raise ValueError(f"top_p: must be in (0, 1], got {args.top_p}")
     if args.temperature < 0:
-        raise ValueError(f"--temperature: must be >= 0, got {args.temperature}")
+        raise ValueError(f"temperature: must be >= 0, got {args.temperature}")
+    _check_parallelism(args)
     parse_verifier_spec(args.verifier)
     priors = loop.read_priors(args.prior) if args.prior else None
     questions = loop.read_prompts(_prompts_file(args.prompts), priors)
     if args.limit is not None:
-        _check_positive(args.limit, "--limit")
+        _check_positive(args.limit, "limit")
         questions = questions[: args.limit]
-    template = args.prompt_template or loop.DEFAULT_PROMPT_TEMPLATE
-    config = loop.LoopConfig(
-        s_min=args.s_min,
-        alpha=args.alpha,
-        max_n=args.max_n,
-        wave_size=args.wave_size,
-        min_samples=args.min_samples,
-        seed=args.seed,
-        answer_kind=args.answer_kind,
-        prior_scale=tuple(args.prior_scale),
-        prompt_template=template,
-    )
+    stopping, certificate = _certified(args.setting, questions)
+    config = loop_config(args, prior_scale=tuple(args.prior_scale), **stopping)
+    model_path = None if args.endpoint else str(resolve_model(args.model))
+    sampler = build_sampler(args, model_path)
     judge_prompt = args.judge_prompt
     if judge_prompt and pathlib.Path(judge_prompt).is_file():
         judge_prompt = pathlib.Path(judge_prompt).read_text(encoding="utf-8")
@@ -160,9 +255,16 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.verifier_batch_size,
         max_length=args.verifier_max_length,
     )
-    model_path = None if args.server else str(resolve_model(args.model))
-    sampler = build_sampler(args, model_path)
-    summary = loop.run_online(questions, sampler, verifier, config, args.out, resume=args.resume)
+    try:
+        summary = loop.run_online(
+            questions, sampler, verifier, config, args.out, resume=args.resume
+        )
+    except loop.LogExistsError as error:
+        raise ValueError(f"out: {error.path} exists; pass --resume to continue it") from None
+    except EndpointsFailedError as error:
+        # The loop writes a wave only once it is whole: the log ends at the last full wave.
+        raise ValueError(f"endpoint: {error}; --resume continues the run") from None
+    summary.setting = certificate
     print_summary(summary)
     if args.summary:
         from optscale_jax.io import write_json
@@ -192,9 +294,32 @@ def print_summary(summary) -> None:
         "wall_seconds": f"{summary.wall_seconds:.1f}",
         "decision_seconds": f"{summary.decision_seconds:.3f}",
     }
+    if summary.setting is not None:
+        lines["setting"] = _certificate_line(summary.setting)
     for name, value in lines.items():
         print(f"{name}: {value}")
     sys.stdout.flush()
+
+
+def _certified(path: str | None, questions) -> tuple[dict, dict | None]:
+    """With --setting: the stopping settings the file certifies (OptScalet's when the
+    questions have priors, else OptScale0's) and the certificate; else nothing."""
+    if path is None:
+        return {}, None
+    from optscale_jax.replay import loop_values, read_certified_setting
+
+    method = "optscalet" if any(q.prior is not None for q in questions) else "optscale0"
+    certificate = read_certified_setting(path, method)
+    return loop_values(certificate), certificate
+
+
+def _certificate_line(certificate: dict) -> str:
+    verdict = "certified" if certificate["certified"] else "not certified: full budget"
+    return (
+        f"{certificate['method']} {certificate['setting']} ({verdict}: {certificate['risk']} "
+        f"risk <= {certificate['epsilon']:g} with probability >= {1 - certificate['delta']:g} "
+        f"on {certificate['calibration_questions']} questions; {certificate['file']})"
+    )
 
 
 def _prompts_file(spec: str) -> pathlib.Path:

@@ -39,7 +39,7 @@ def name_flag(message: str, flags: frozenset[str]) -> str:
     A message that starts with an identifier whose flag (`--s-min`) the command has gets
     the flag in its place; any other message is returned unchanged.
     """
-    match = re.match(r"([a-z][a-z0-9_]*)\b", message)
+    match = re.match(r"([a-z][a-z0-9_]*)(?=[: ])", message)
     if match:
         flag = "--" + match.group(1).replace("_", "-")
         if flag in flags:

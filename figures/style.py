@@ -11,11 +11,12 @@ inputs give the same bytes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pathlib
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import matplotlib
@@ -219,6 +220,17 @@ def paper_style() -> Iterator[None]:
         yield
 
 
+def styled(build: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Decorator: `build` makes its figure inside `paper_style()`, whoever calls it."""
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with paper_style():
+            return build(*args, **kwargs)
+
+    return wrapper
+
+
 def new_figure(width: str | float = "single", height: float | None = None) -> Figure:
     """A figure of paper width with constrained layout (no clipped labels).
 
@@ -250,13 +262,13 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
         The formats, lower case, without duplicates.
 
     Raises:
-        ValueError: naming `--format` if a format is not one of pdf, png, svg.
+        ValueError: naming `format` if a format is not one of pdf, png, svg.
     """
     items = text.split(",") if isinstance(text, str) else list(text)
     formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ValueError(f"--format: expected a comma-separated subset of {FORMATS}, got {text!r}")
+        raise ValueError(f"format: expected a comma-separated subset of {FORMATS}, got {text!r}")
     return formats
 
 

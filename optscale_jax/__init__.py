@@ -6,7 +6,17 @@ a fit into N* = ceil(log(1 - alpha) / log F(s_min)), the number of samples whose
 reaches s_min with probability alpha.
 """
 
-from optscale_jax import datasets, empirical_bayes, policies, truncnorm, validation
+from optscale_jax import (
+    allocation,
+    calibration,
+    datasets,
+    empirical_bayes,
+    io,
+    policies,
+    truncnorm,
+    validation,
+)
+from optscale_jax.compile_cache import enable_compile_cache
 from optscale_jax.estimation import (
     MU_BOUNDS,
     SIGMA_BOUNDS,
@@ -17,6 +27,7 @@ from optscale_jax.estimation import (
     fit_mle,
     fit_mle_stats,
     mean_nll,
+    moment_match,
     prefix_stats,
     sufficient_stats,
 )
@@ -28,14 +39,19 @@ __all__ = [
     "SIGMA_BOUNDS",
     "Fit",
     "FitStatus",
+    "allocation",
+    "calibration",
     "confidence",
     "datasets",
     "empirical_bayes",
+    "enable_compile_cache",
     "fit_map",
     "fit_map_stats",
     "fit_mle",
     "fit_mle_stats",
+    "io",
     "mean_nll",
+    "moment_match",
     "optimal_n",
     "optimal_n_from_log_cdf",
     "policies",

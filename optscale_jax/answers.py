@@ -32,6 +32,7 @@ __all__ = [
     "answer_codes",
     "answer_key",
     "extract_answer",
+    "gsm8k_final_answer",
     "is_correct",
     "last_boxed",
     "normalise_answer",
@@ -257,6 +258,21 @@ def _last_number(text: str) -> str | None:
     return number
 
 
+def gsm8k_final_answer(text: str) -> str:
+    """The final answer of a GSM8K-style solution: the text after the last `####`, stripped,
+    with thousands separators removed ("1,234" -> "1234"); text without `####` is returned
+    as it is.
+
+    Example:
+        >>> gsm8k_final_answer("She has 3 + 4 = 7 eggs.\\n#### 1,007")
+        '1007'
+    """
+    if "####" not in text:
+        return text
+    text = text.rsplit("####", 1)[1].strip()
+    return text.replace(",", "") if _THOUSANDS.fullmatch(text) else text
+
+
 def extract_answer(
     text: str | None,
     kind: Literal["auto", "boxed", "number", "choice"] = "auto",
@@ -339,7 +355,7 @@ def _is_correct_cached(pred: str, gold: str) -> bool:
     if gold_letter is not None:
         return normalise_choice(pred_norm, letters=gold_letter) == gold_letter
     if _PLAIN_INTEGER.fullmatch(pred_norm) and _PLAIN_INTEGER.fullmatch(gold_norm):
-        return int(pred_norm) == int(gold_norm)
+        return _integer_value(pred_norm) == _integer_value(gold_norm)
     if _PLAIN_DECIMAL.fullmatch(pred_norm) and _PLAIN_DECIMAL.fullmatch(gold_norm):
         try:
             if Decimal(pred_norm) == Decimal(gold_norm):
@@ -347,6 +363,13 @@ def _is_correct_cached(pred: str, gold: str) -> bool:
         except InvalidOperation:
             pass
     return _math_verify(pred_norm, gold_norm)
+
+
+def _integer_value(text: str) -> str:
+    """A plain integer's canonical text ("-007" -> "-7", "-0" -> "0"): equal texts, equal
+    values, at any length (`int()` refuses strings of more than 4300 digits)."""
+    digits = text.lstrip("-").lstrip("0") or "0"
+    return "-" + digits if text.startswith("-") and digits != "0" else digits
 
 
 def _timeouts() -> int | None:

@@ -11,6 +11,7 @@ MATH_TRAIN_PRM_STATS = "optscale-official/math_train_prm_stats.jsonl"
 MATH500_PRM_STATS = "optscale-official/math500_prm_stats.jsonl"
 RELEASED_CURVES = "optscale-official/released_curves.json"
 PAPER_TABLE = "optscale-official/paper_table.csv"
+AMC23_VOTES = "beacon-amc23-votes/amc23_votes32.jsonl"
 
 
 def data_path(name: str) -> pathlib.Path:

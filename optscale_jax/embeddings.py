@@ -16,16 +16,19 @@ import numpy as np
 
 
 def _load(model_path: str | os.PathLike):
-    """(tokenizer, model) from a local folder or a local .gguf file, in eval mode on CPU."""
+    """(tokenizer, model) from a local folder or a local .gguf file, in eval mode on CPU.
+
+    Errors name `features` (the "embed:PATH" spec that chose this model).
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = pathlib.Path(model_path)
     if not path.exists():
-        raise FileNotFoundError(f"--features embed: no model at {path}")
+        raise FileNotFoundError(f"features embed: no model at {path}")
     options = {"local_files_only": True, "trust_remote_code": False}
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ValueError(f"--features embed: {path} is a file but not a .gguf model")
+            raise ValueError(f"features embed: {path} is a file but not a .gguf model")
         options["gguf_file"] = path.name
         path = path.parent
     tokenizer = AutoTokenizer.from_pretrained(str(path), **options)

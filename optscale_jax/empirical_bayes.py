@@ -49,6 +49,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from optscale_jax import validation
+from optscale_jax._numerics import float_dtype
 from optscale_jax.estimation import (
     NO_DATA_MU,
     NO_DATA_SIGMA,
@@ -210,9 +211,7 @@ def fit_population(n: ArrayLike, s1: ArrayLike, s2: ArrayLike) -> PopulationFit:
     shape = validation.check_stats(n, s1, s2)
     if len(shape) != 1:
         raise ValueError(f"n, s1, s2 must be 1-D (one entry per question), got shape {shape}")
-    dtype = jnp.result_type(s1, s2)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
+    dtype = float_dtype(s1, s2)
     n, s1, s2 = (jnp.broadcast_to(jnp.asarray(x, dtype), shape) for x in (n, s1, s2))
     # Pad Q to a power of two with empty questions (they carry no weight), so logs of
     # similar size share one compilation.
@@ -246,12 +245,7 @@ def prior_from_population(
 
 
 def fit_population_prior_stats(n: ArrayLike, s1: ArrayLike, s2: ArrayLike) -> PopulationPrior:
-    """Empirical-Bayes prior from per-question sufficient statistics (see the module docstring).
-
-    Args:
-        n: [Q] sample counts.
-        s1: [Q] sums of scores.
-        s2: [Q] sums of squared scores.
+    """Empirical-Bayes prior (see the module docstring) from the statistics `fit_population` takes.
 
     Returns:
         `PopulationPrior` for `fit_map` / `fit_map_stats`.

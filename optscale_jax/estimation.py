@@ -8,24 +8,50 @@ negative log-likelihood per sample is
 
 Z = Phi((1 - mu) / sigma) - Phi(-mu / sigma). It is minimised over the box
 MU_BOUNDS x SIGMA_BOUNDS by Newton's method in the natural parameters
-eta = (mu / sigma^2, -1 / (2 sigma^2)), where the NLL is convex. Gradient and Hessian are
-written out from the moments M_k = E[Y^k] of the standardised truncated normal
-Y = (X - mu) / sigma (D_k the same moments of the data); in theta = (mu, log sigma):
+eta = (mu / sigma^2, -1 / (2 sigma^2)), where the NLL is convex; the box is a convex
+polygon in eta (its faces mu = const and sigma = const are straight lines), so the problem
+has one minimum and the first-order (KKT) conditions identify it. Gradient and Hessian
+come from the moments of the sufficient statistics T = (Y, Y^2) of the standardised
+truncated normal Y = (X - mu) / sigma; in theta = (mu, log sigma):
 
-    d nll / d mu = (M1 - D1) / sigma,       d nll / d log sigma = M2 - D2,
-    Fisher = [[Var Y / sigma^2, Cov(Y, Y^2) / sigma], [., Var Y^2]],
+    grad = (E_model[Y] - E_data[Y]) / sigma,  E_model[Y^2] - E_data[Y^2],
+    Fisher = diag(1 / sigma, 1) Cov(T) diag(1 / sigma, 1)  (the Hessian in eta, mapped).
 
-and the Fisher-scoring direction -Fisher^-1 grad is the image of the Newton direction in
-eta. The step follows the straight line in eta (mapped back to theta), stops at the
-first bound of the box on its way, and holds a coordinate that sits at a bound the
-gradient pushes against (epsilon-active set; the other coordinate takes a 1-D step). A
-step is accepted if it satisfies the Armijo condition; otherwise that element tries a
-step 4 times shorter in the next iteration (no inner loop, so every iteration costs the
-same two `log_ndtr` evaluations). An element has converged when a full step moves mu by
-less than sqrt(eps) sigma and log sigma by less than sqrt(eps), or gains (or is predicted
-to gain) less than the objective's rounding noise, eps times the size of its terms (log Z
-and the quadratic term are far larger than their sum when the optimum is deep in a tail);
-iteration stops when all have, or after MAX_STEPS.
+Near the middle of [0, 1] these come from the raw moments M_1..M_4 of Y. When the end of
+[0, 1] nearer the mean mu lies c standard deviations beyond it (c >= 3.5 in float32, 12
+in float64), the raw moments (about c^2, c^4) cancel to central moments of order c^-2 and
+Cov(T) is singular to within c^-4, so there they come from a continued fraction for the
+distance E from that end (`_tail_ratios`), and the Newton system is solved in the basis
+(E, E^2), where it is well conditioned (`_derivatives`, `_curvature`). (From raw moments
+the Fisher matrix was not even positive definite at c = 25 in float64 or c = 5 in
+float32, and fits of scores piled near 0 or 1 stalled on the mu edge of the box.)
+
+Each iteration solves the box Newton problem at the current point (`_box_newton`): the
+quadratic model, with each coordinate that sits on a bound kept from leaving it, has the
+free Newton step, a 1-D step with mu or log sigma held, or both held as its solution,
+whichever satisfies the model's KKT conditions. The step follows the straight line in
+eta (mapped back to theta), stops on the first bound it meets (the next iteration then
+holds it there if the model pushes outwards), and is accepted under the Armijo condition
+with the objective's rounding noise as slack; a rejected step is retried 4 times shorter
+in the next iteration (no inner loop: every iteration costs the same two `log_ndtr`
+evaluations). A fit stops when the predicted gain of its box Newton step, half its Newton
+decrement, is below its own rounding noise (`_optimality`), when its step length falls
+below 1e-6, or after MAX_STEPS iterations. The predicted gain is -g.d / 2 =
+g_P.H_P^-1.g_P / 2, with g_P the projected gradient (without the held coordinates): a
+first-order optimality measure scaled by the curvature, which does not vanish on a flat
+ridge as the step size or the gradient alone do.
+
+Status (`FitStatus`), decided after the iteration for every fit from the point returned:
+CONVERGED or AT_BOUND (the point is on an edge of the box) only when the first-order
+conditions of the box problem hold to the stated tolerance: the box Newton step exists
+(every held coordinate's multiplier pushes outwards) and its predicted gain plus the
+gradient's rounding noise along it is at most 1e-5 (1 + |nll|) in float32 and
+1e-10 (1 + |nll|) in float64 (about eps^(2/3)). Every other fit is MAX_STEPS (not
+certified: the iteration cap was reached, or rounding stopped the solver first). For the
+MLE, whose objective is convex in eta, this bounds how far the reported nll is above the
+optimum of the box; the MAP objective need not be convex, and its status certifies a
+local optimum.
+
 The MAP objective adds the prior's gradient and its Hessian in eta, mapped to theta
 (`_penalty`), so the step stays the exact Newton step in eta; where that Hessian makes
 the sum indefinite, the prior's Gauss-Newton curvature is used instead. For speed on
@@ -90,13 +116,27 @@ NO_DATA_MU = 0.5
 NO_DATA_SIGMA = 1.0 / math.sqrt(12.0)
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_SIGMA_BOUNDS = (math.log(SIGMA_BOUNDS[0]), math.log(SIGMA_BOUNDS[1]))
 _ARMIJO = 1e-4
 _STEP_CUT = 0.25
-_NEAR_BOUND = 1e-2
+# Deep in a tail the moments come from a continued fraction (`_tail_ratios`) of this depth,
+# from this distance on (where its truncation error is below the dtype's rounding and the
+# far end of [0, 1] is negligibly unlikely), with rounding noise this many eps.
+_TAIL_DEPTH = 8
+_TAIL_FROM = {"float32": 3.5, "float64": 12.0}
+_TAIL_EPS = 32.0
+# Largest predicted gain (times 1 + |nll|) a CONVERGED or AT_BOUND fit may have left.
+_CERTIFY = {"float32": 1e-5, "float64": 1e-10}
 
 
 class FitStatus(enum.IntEnum):
-    """How a fit ended (`Fit.status`)."""
+    """How a fit ended (`Fit.status`); see the module docstring for the tolerance.
+
+    CONVERGED: the first-order optimality conditions of the box problem hold at the point.
+    AT_BOUND: they hold and the point is on an edge of the box (or, for the MLE, the data
+    are all equal: the documented convention). NO_DATA: n = 0. MAX_STEPS: optimality is
+    not certified (iteration cap reached, or rounding stopped the solver first).
+    """
 
     CONVERGED = 0
     AT_BOUND = 1
@@ -221,11 +261,56 @@ def _penalty(mu, log_sigma, prior):
     return value, grad, exact, gauss_newton
 
 
+def _tail_ratios(c):
+    """rho_k = E[E^k] / E[E^(k-1)], k = 1..4, of E >= 0 with density prop. to exp(-c e - e^2/2).
+
+    E is the standardised truncated normal seen from its near end, when that end lies c
+    standard deviations beyond the mean (the far end is then too unlikely to matter).
+    Integration by parts gives E[E^k] = (k - 1) E[E^(k-2)] - c E[E^(k-1)] for k >= 2, which
+    cancels catastrophically going up but is stable going down, as the continued fraction
+    rho_(k-1) = (k - 1) / (c + rho_k) (so rho_1 = 1 / R(c) - c, R Mills' ratio). rho_4 is
+    its tail 4 / (c + 5 / (c + ... K / (c + r))), K = _TAIL_DEPTH, evaluated by Wallis'
+    recurrences (multiplications, one division); r = N / D estimates rho_(K+1) as the
+    root of r = (K + 1) / (c + r (K + 2) / (K + 1)).
+    """
+    depth = _TAIL_DEPTH
+    numerator = 2.0 * (depth + 1)
+    denominator = jnp.sqrt(c * c + 4.0 * (depth + 2)) + c
+    # Wallis: A_i = b_i A_(i-1) + a_i A_(i-2) for the partial numerators a_i = 4..K and
+    # denominators b_i = c, the last one c + N / D (both sides times D).
+    a_prev, a_cur = jnp.ones_like(c), jnp.zeros_like(c)
+    b_prev, b_cur = jnp.zeros_like(c), jnp.ones_like(c)
+    for k in range(4, depth):  # a_i = 4..K-1; the last step, a_K = K, is below
+        a_prev, a_cur = a_cur, c * a_cur + k * a_prev
+        b_prev, b_cur = b_cur, c * b_cur + k * b_prev
+    last = c * denominator + numerator
+    rho4 = (last * a_cur + depth * denominator * a_prev) / (
+        last * b_cur + depth * denominator * b_prev
+    )
+    rho3 = 3.0 / (c + rho4)
+    rho2 = 2.0 / (c + rho3)
+    return 1.0 / (c + rho2), rho2, rho3, rho4
+
+
 def _derivatives(mu, log_sigma, log_z, mean, var):
-    """Gradient and Fisher matrix (in mu, log sigma) of the data NLL, from the moments."""
-    sigma = jnp.exp(log_sigma)
-    a = -mu / sigma
-    b = (1.0 - mu) / sigma
+    """Residuals and covariance of the sufficient statistics, in a basis where both are exact.
+
+    The gradient of the mean NLL is E_model[T] - E_data[T] and the Fisher matrix Cov(T), for
+    T = (Y, Y^2) with Y standardised (module docstring). Returned: (residual, cov, basis,
+    noise) for U = (V, V^2), where T = A U + const with A = [[s, 0], [2 k, 1]] and basis =
+    (s, k). Near the middle V = Y (s = 1, k = 0) and the moments come from M_1..M_4. Where
+    the end of [0, 1] nearer the mean lies c >= _TAIL_FROM standard deviations beyond it,
+    V = E = s Y - c is the distance from that end (s = -1 when it is 1), whose moments come
+    from `_tail_ratios`: there the raw moments (about c^2, c^4) cancel to central ones of
+    order c^-2, and Cov(T) is singular to within c^-4. `noise` bounds the rounding error of
+    the residual: phi(a) / Z is exp of a difference of a^2 / 2 and log Z, which are large
+    and nearly cancel, so it carries a relative error of eps times their size.
+    """
+    eps = jnp.finfo(mu.dtype).eps
+    inv_sigma = jnp.exp(-log_sigma)
+    inv_var = inv_sigma * inv_sigma
+    a = -mu * inv_sigma
+    b = a + inv_sigma
     # phi(a) / Z and phi(b) / Z in log space (Z can be far below the float range of phi).
     ra = jnp.exp(-0.5 * a * a - _HALF_LOG_2PI - log_z)
     rb = jnp.exp(-0.5 * b * b - _HALF_LOG_2PI - log_z)
@@ -233,15 +318,100 @@ def _derivatives(mu, log_sigma, log_z, mean, var):
     m2 = 1.0 + a * ra - b * rb
     m3 = 2.0 * m1 + a * a * ra - b * b * rb
     m4 = 3.0 * m2 + a * a * a * ra - b * b * b * rb
-    d1 = (mean - mu) / sigma
-    d2 = (var + (mean - mu) ** 2) / (sigma * sigma)
-    var_y = jnp.maximum(m2 - m1 * m1, 0.0)
-    cov = m3 - m1 * m2
-    var_y2 = jnp.maximum(m4 - m2 * m2, 0.0)
-    grad = ((m1 - d1) / sigma, m2 - d2)
-    h11 = var_y / (sigma * sigma)
-    fisher = (h11, cov / sigma, var_y2)
-    return grad, fisher
+    d1 = (mean - mu) * inv_sigma
+    d2 = var * inv_var + d1 * d1
+    error_a = (1.0 + 0.5 * a * a + jnp.abs(log_z)) * ra
+    error_b = (1.0 + 0.5 * b * b + jnp.abs(log_z)) * rb
+    near_zero = mu < 0.5
+    c = jnp.where(near_zero, a, -b)
+    deep = c >= _TAIL_FROM[jnp.dtype(mu.dtype).name]
+    rho1, rho2, rho3, rho4 = _tail_ratios(jnp.where(deep, c, 1.0))
+    gap = jnp.where(near_zero, mean, 1.0 - mean) * inv_sigma  # data mean from the end
+    data2 = var * inv_var + gap * gap
+    e2 = rho1 * rho2
+
+    def pick(tail, middle):
+        return tuple(jnp.where(deep, t, m) for t, m in zip(tail, middle, strict=True))
+
+    residual = pick((rho1 - gap, e2 - data2), (m1 - d1, m2 - d2))
+    cov = pick(
+        (rho1 * (rho2 - rho1), e2 * (rho3 - rho1), e2 * (rho3 * rho4 - e2)),
+        (m2 - m1 * m1, m3 - m1 * m2, m4 - m2 * m2),
+    )
+    noise = pick(
+        (_TAIL_EPS * (rho1 + gap), _TAIL_EPS * (e2 + data2)),
+        (
+            error_a + error_b + jnp.abs(m1) + (jnp.abs(mean) + jnp.abs(mu)) * inv_sigma,
+            jnp.abs(a) * error_a + jnp.abs(b) * error_b + jnp.abs(m2) + d2,
+        ),
+    )
+    basis = (jnp.where(deep & ~near_zero, -1.0, 1.0).astype(mu.dtype), jnp.where(deep, c, 0.0))
+    return residual, cov, basis, (eps * noise[0], eps * noise[1])
+
+
+def _curvature(mu, log_sigma, log_z, mean, var, prior, always=None):
+    """Gradient, Newton curvature, gradient noise and the free Newton step, in (mu, log sigma).
+
+    Returns (grad, hess, diag, noise, free): `noise` = (n_mu, n_mixed, n_ls), the rounding
+    noise of g.d being |n_mu d_mu + n_mixed d_ls| + |n_ls d_ls|; `hess` the 2x2 curvature
+    (for the held coordinates' multipliers); `diag` the curvatures of one-coordinate steps;
+    `free` = (d_mu, d_ls, positive) the unconstrained step -hess^-1 grad, solved in the
+    basis of `_derivatives` (where the curvature is well conditioned) and mapped back, with
+    whether the curvature is positive definite there. MLE: the curvature is the Fisher
+    matrix, the Hessian in eta. MAP adds the prior's gradient and its Hessian in eta
+    (`_penalty`'s `exact`); where that sum is not positive definite, the prior's
+    Gauss-Newton curvature replaces it (a diagonal entry keeps `exact` where that entry
+    alone is positive).
+    """
+    args = (mu, log_sigma, log_z, mean, var)
+    if always is None:
+        (r1, r2), cov, (s, k), noise = _derivatives(*args)
+    else:  # its own computation: its outputs share most of its work (`_separately`)
+        (r1, r2), cov, (s, k), noise = _separately(always, _derivatives, *args)
+    sigma = jnp.exp(log_sigma)
+    inv_sigma = 1.0 / sigma
+    # theta = (mu, log sigma) from U: d T / d theta = diag(1 / sigma, 1), T = A U + const,
+    # so grad = B r and the Fisher matrix B cov B^T with B = diag(1 / sigma, 1) A.
+    grad = (s * r1 * inv_sigma, 2.0 * k * r1 + r2)
+    # The noise of g.d = r.u for the step's image u = B^T d in U (mapping the noise to
+    # theta first would count the tail's 2 c coupling twice).
+    noise = (s * noise[0] * inv_sigma, 2.0 * k * noise[0], noise[1])
+    fisher = (
+        cov[0] * inv_sigma * inv_sigma,
+        s * (2.0 * k * cov[0] + cov[1]) * inv_sigma,
+        4.0 * k * k * cov[0] + 4.0 * k * cov[1] + cov[2],
+    )
+
+    def step(curvature_u, residual_u):  # d = B^-T u for u = -curvature_u^-1 residual_u
+        u1, u2, positive = _solve_2x2(*curvature_u, *residual_u)
+        return s * sigma * (u1 - 2.0 * k * u2), u2, positive
+
+    if prior is None:
+        return grad, fisher, (fisher[0], fisher[2]), noise, step(cov, (r1, r2))
+    # L = B^-1 maps theta gradients to U residuals and curvatures P to L P L^T.
+    l11, l21 = s * sigma, -2.0 * k * s * sigma
+
+    def in_u(p):
+        return (
+            l11 * l11 * p[0],
+            l11 * (l21 * p[0] + p[1]),
+            l21 * l21 * p[0] + 2.0 * l21 * p[1] + p[2],
+        )
+
+    _, prior_grad, exact, gauss_newton = _penalty(mu, log_sigma, prior)
+    grad = (grad[0] + prior_grad[0], grad[1] + prior_grad[1])
+    newton_u = tuple(c + p for c, p in zip(cov, in_u(exact), strict=True))
+    fallback_u = tuple(c + p for c, p in zip(cov, in_u(gauss_newton), strict=True))
+    positive = _positive_definite(*newton_u)
+    curvature_u = tuple(
+        jnp.where(positive, n, f) for n, f in zip(newton_u, fallback_u, strict=True)
+    )
+    newton = tuple(f + p for f, p in zip(fisher, exact, strict=True))
+    fallback = tuple(f + p for f, p in zip(fisher, gauss_newton, strict=True))
+    hess = tuple(jnp.where(positive, n, f) for n, f in zip(newton, fallback, strict=True))
+    diag = tuple(jnp.where(newton[i] > 0, newton[i], fallback[i]) for i in (0, 2))
+    free = step(curvature_u, (l11 * grad[0], l21 * grad[0] + grad[1]))
+    return grad, hess, diag, noise, free
 
 
 # --- the solver --------------------------------------------------------------------------------
@@ -259,73 +429,177 @@ class _State(NamedTuple):
     steps: jax.Array
 
 
+def _positive_definite(h11, h12, h22):
+    return (h11 > 0) & (h22 > 0) & (h11 * h22 - h12 * h12 > 1e-12 * h11 * h22)
+
+
 def _solve_2x2(h11, h12, h22, g1, g2):
-    det = h11 * h22 - h12 * h12
-    positive = (h11 > 0) & (h22 > 0) & (det > 1e-12 * h11 * h22)
-    safe_det = jnp.where(positive, det, 1.0)
+    """-H^-1 g and whether H is (numerically) positive definite."""
+    positive = _positive_definite(h11, h12, h22)
+    safe_det = jnp.where(positive, h11 * h22 - h12 * h12, 1.0)
     d1 = -(h22 * g1 - h12 * g2) / safe_det
     d2 = -(h11 * g2 - h12 * g1) / safe_det
     return d1, d2, positive
 
 
-def _direction(grad, fisher, free_mu, free_ls, fallback=None):
-    """Newton direction in eta on the free coordinates, in (mu, log sigma).
+def _sides(mu, log_sigma):
+    """+1 where a coordinate sits on its lower bound (it may only grow), -1 on its upper, else 0."""
+    mu_lo, mu_hi = MU_BOUNDS
+    ls_lo, ls_hi = _LOG_SIGMA_BOUNDS
 
-    `fisher` is the curvature (J^T H_eta J); where it is not positive definite (MAP only),
-    `fallback`, a positive one, is used instead; a singular matrix gives a scaled gradient.
+    def side(x, lo, hi):
+        return jnp.where(x <= lo, 1.0, jnp.where(x >= hi, -1.0, 0.0)).astype(x.dtype)
+
+    return side(mu, mu_lo, mu_hi), side(log_sigma, ls_lo, ls_hi)
+
+
+def _box_newton(grad, hess, diag, free, sides, always=None):
+    """Newton step of the box problem at a point: (d_mu, d_log_sigma, solved).
+
+    It solves the quadratic model min g.d + d.H.d / 2 subject to s_i d_i >= 0 for each
+    coordinate on a bound (`sides`). In eta the box is a polygon whose faces are the
+    straight lines mu = const and sigma = const, and a direction with d_mu = 0 (d_ls = 0)
+    keeps mu (sigma) fixed along the straight line in eta, so this is the exact projected
+    Newton step of the problem. The solution is the one candidate whose KKT conditions
+    hold: the free step (`free`, from `_curvature`); mu held and a 1-D step in log sigma;
+    log sigma held and a 1-D step in mu; both held. A held coordinate needs
+    s_i (g + H d)_i >= 0 (the model's gradient pushes it outwards), a moving one
+    s_i d_i >= 0. Where H is singular and no held candidate applies, a projected,
+    diagonally scaled gradient step is returned with `solved` False.
     """
     g1, g2 = grad
-    if fallback is not None:
-        ok = _solve_2x2(*fisher, g1, g2)[2]
-        h11 = jnp.where(fisher[0] > 0, fisher[0], fallback[0])
-        h22 = jnp.where(fisher[2] > 0, fisher[2], fallback[2])
-        fisher = tuple(jnp.where(ok, f, b) for f, b in zip(fisher, fallback, strict=True))
-    else:
-        h11, h22 = fisher[0], fisher[2]
-    f1, f2, fisher_ok = _solve_2x2(*fisher, g1, g2)
-    h1 = jnp.maximum(h11, 1e-30)
-    h2 = jnp.maximum(h22, 1e-30)
-    only1 = -g1 / h1
-    only2 = -g2 / h2
-    both = free_mu & free_ls
-    d1 = jnp.where(both, jnp.where(fisher_ok, f1, only1), jnp.where(free_mu, only1, 0.0))
-    d2 = jnp.where(both, jnp.where(fisher_ok, f2, only2), jnp.where(free_ls, only2, 0.0))
-    return d1, d2
+    s1, s2 = sides
+    f1, f2, positive = free
+    only1 = -g1 / jnp.maximum(diag[0], 1e-30)
+    only2 = -g2 / jnp.maximum(diag[1], 1e-30)
+
+    def choose(g1, g2, h12, s1, s2, f1, f2, positive, only1, only2):
+        """0 free, 1 mu held, 2 log sigma held, 3 both held, 4 none (fallback)."""
+        hold_mu = (s1 != 0) & (s2 * only2 >= 0) & (s1 * (g1 + h12 * only2) >= 0)
+        hold_ls = (s2 != 0) & (s1 * only1 >= 0) & (s2 * (g2 + h12 * only1) >= 0)
+        hold_both = (s1 != 0) & (s2 != 0) & (s1 * g1 >= 0) & (s2 * g2 >= 0)
+        choice = jnp.where(hold_mu, 1, jnp.where(hold_ls, 2, jnp.where(hold_both, 3, 4)))
+        free = positive & (s1 * f1 >= 0) & (s2 * f2 >= 0)
+        return jnp.where(free, 0, choice).astype(jnp.int32)
+
+    args = (g1, g2, hess[1], s1, s2, f1, f2, positive, only1, only2)
+    # Its own computation when asked (`_separately`): d_mu and d_ls both consume it.
+    choice = choose(*args) if always is None else _separately(always, choose, *args)
+    d1 = jnp.where(choice == 2, only1, jnp.where(s1 * only1 >= 0, only1, 0.0))
+    d2 = jnp.where(choice == 1, only2, jnp.where(s2 * only2 >= 0, only2, 0.0))
+    d1 = jnp.where(choice == 0, f1, jnp.where((choice == 1) | (choice == 3), 0.0, d1))
+    d2 = jnp.where(choice == 0, f2, jnp.where((choice == 2) | (choice == 3), 0.0, d2))
+    return d1, d2, choice < 4
+
+
+def _noise_floor(value, log_z, log_sigma):
+    """Rounding noise of the objective: its terms log Z and the quadratic can be far larger
+    than their sum (optimum in a tail), and |quad / 2| <= |value| + |log Z| + |log sigma| + 1.
+    """
+    eps = jnp.finfo(value.dtype).eps
+    return 8.0 * eps * (jnp.abs(value) + 2.0 * jnp.abs(log_z) + jnp.abs(log_sigma) + 1.0)
+
+
+class _Optimality(NamedTuple):
+    """The box Newton step at a point and what it says about optimality (`_optimality`)."""
+
+    d_mu: jax.Array
+    d_ls: jax.Array
+    grad: tuple[jax.Array, jax.Array]
+    slack: jax.Array
+    stationary: jax.Array
+    signal: jax.Array
+    certified: jax.Array
+
+
+def _optimality(mu, log_sigma, value, log_z, data, always=None) -> _Optimality:
+    """The box Newton step at a point and the optimality tests on it.
+
+    The step's predicted gain is half the squared Newton decrement, -g.d / 2 =
+    g_P.H^-1.g_P / 2 with g_P the projected gradient (the components of coordinates held on
+    a bound removed): a first-order optimality measure scaled by the curvature, so that it
+    does not vanish on a flat ridge. `slack`: the objective's rounding noise
+    (`_noise_floor`). `stationary`: the gain is below its own noise, the objective's plus
+    the gradient's along the step (nothing measurable is left). `signal`: the gain is more
+    than twice the gradient's noise (the step is not noise) and above the objective's
+    rounding without the log Z term (only the cancellation of log Z hides it, as deep in a
+    tail). `certified`: the gain plus
+    the gradient's noise is at most _CERTIFY (1 + |value|), the stated tolerance of
+    `FitStatus.CONVERGED` (a statement about the gradient, so the objective's own rounding,
+    large deep in a tail, does not enter).
+    """
+    mean, var, prior = data
+    grad, hess, diag, noise, free = _curvature(mu, log_sigma, log_z, mean, var, prior, always)
+    d_mu, d_ls, solved = _box_newton(grad, hess, diag, free, _sides(mu, log_sigma), always)
+    gain = -0.5 * (grad[0] * d_mu + grad[1] * d_ls)
+    slack = _noise_floor(value, log_z, log_sigma)
+    noise = jnp.abs(noise[0] * d_mu + noise[1] * d_ls) + jnp.abs(noise[2] * d_ls)
+    stationary = solved & (gain <= slack + noise)
+    tolerance = _CERTIFY[jnp.dtype(mu.dtype).name] * (1.0 + jnp.abs(value))
+    certified = solved & (gain + noise <= tolerance)
+    # Measurable but for the cancellation of log Z against the quadratic term.
+    plain = _noise_floor(value, jnp.zeros_like(log_z), log_sigma)
+    signal = (gain > 2.0 * noise) & (gain > plain)
+    return _Optimality(d_mu, d_ls, grad, slack, stationary, signal, certified)
 
 
 def _natural_step(mu, log_sigma, d_mu, d_ls, length):
     """Moves along the straight line in natural parameters eta = (mu, -1/2) / sigma^2.
 
-    (d_mu, d_ls) is a Fisher-scoring direction in (mu, log sigma); its image under the
-    Jacobian is the Newton direction in eta, where the data NLL is convex. Along it
-    1 / sigma^2 scales by q = 1 - 2 t d_ls and mu moves to (mu + t (d_mu - 2 mu d_ls)) / q.
+    (d_mu, d_ls) is a Newton direction in (mu, log sigma); its image under the Jacobian is
+    the Newton direction in eta, where the data NLL is convex. Along it 1 / sigma^2 scales
+    by q = 1 - 2 t d_ls and mu moves to (mu + t (d_mu - 2 mu d_ls)) / q (so d_mu = 0 keeps
+    mu fixed).
     """
     q = jnp.maximum(1.0 - 2.0 * length * d_ls, 1e-30)
     new_mu = (mu + length * (d_mu - 2.0 * mu * d_ls)) / q
     return new_mu, log_sigma - 0.5 * jnp.log(q)
 
 
-def _box_limit(mu, log_sigma, d_mu, d_ls, moving_mu, moving_ls):
-    """Largest step length along `_natural_step` that stays inside the box (inf if none)."""
+def _box_limits(mu, log_sigma, d_mu, d_ls):
+    """(limit, hit): the step length along `_natural_step` at which the path first reaches a
+    bound (inf if never) and which one: 0 and 1 mu's lower and upper, 2 and 3 log sigma's."""
     slope = d_mu - 2.0 * mu * d_ls
     limits = []
     # mu(t) = bound  <=>  t (slope + 2 bound d_ls) = bound - mu. A bound the point sits on
-    # is one it leaves (outward moves are held): only the other bound counts, however
-    # close its crossing (a huge direction can reach it at a tiny length).
+    # is one it leaves (the step never moves outwards): only the other bound counts,
+    # however close its crossing (a huge direction can reach it at a tiny length).
     for bound in MU_BOUNDS:
         rate = slope + 2.0 * bound * d_ls
         safe = jnp.where(rate == 0, 1.0, rate)
         lim = (bound - mu) / safe
-        ok = moving_mu & (rate != 0) & (mu != bound) & (lim > 0)
+        ok = (d_mu != 0) & (rate != 0) & (mu != bound) & (lim > 0)
         limits.append(jnp.where(ok, lim, jnp.inf))
     # log sigma(t) = bound  <=>  q(t) = sigma^2 / bound^2
     sigma2 = jnp.exp(2.0 * log_sigma)
     safe_d = jnp.where(d_ls == 0, 1.0, d_ls)
     for bound, towards in zip(SIGMA_BOUNDS, (d_ls < 0, d_ls > 0), strict=True):
         lim = (1.0 - sigma2 / bound**2) / (2.0 * safe_d)
-        ok = moving_ls & towards & (log_sigma != math.log(bound)) & (lim > 0)
+        ok = towards & (log_sigma != math.log(bound)) & (lim > 0)
         limits.append(jnp.where(ok, lim, jnp.inf))
-    return functools.reduce(jnp.minimum, limits)
+    limit = functools.reduce(jnp.minimum, limits)
+    hit = functools.reduce(
+        lambda code, i: jnp.where(limits[i] == limit, i, code), (3, 2, 1, 0), jnp.int32(4)
+    )
+    return limit, hit.astype(jnp.int32)
+
+
+def _candidate(mu, log_sigma, d_mu, d_ls, length, limit, hit):
+    """The point at `length` along the step, stopped at the first bound on its way.
+
+    A point that reaches a bound is put exactly on it, so the next iteration holds it there
+    if the gradient pushes outwards; a coordinate whose direction is 0 stays exactly.
+    """
+    mu_lo, mu_hi = MU_BOUNDS
+    ls_lo, ls_hi = _LOG_SIGMA_BOUNDS
+    length = jnp.minimum(length, limit)
+    new_mu, new_ls = _natural_step(mu, log_sigma, d_mu, d_ls, length)
+    hit = jnp.where(length >= limit, hit, 4)
+    new_mu = jnp.where(hit == 0, mu_lo, jnp.where(hit == 1, mu_hi, new_mu))
+    new_ls = jnp.where(hit == 2, ls_lo, jnp.where(hit == 3, ls_hi, new_ls))
+    new_mu = jnp.where(d_mu == 0, mu, jnp.clip(new_mu, mu_lo, mu_hi))
+    new_ls = jnp.where(d_ls == 0, log_sigma, jnp.clip(new_ls, ls_lo, ls_hi))
+    return new_mu, new_ls, length
 
 
 def _objective(mu, log_sigma, mean, var, prior):
@@ -361,104 +635,86 @@ def _start(mu0, log_sigma0, mean, var, prior, frozen) -> _State:
     )
 
 
-def _iterate(state: _State, data, start: int, stop: int) -> _State:
-    """Newton iterations start..stop-1 in natural parameters, projected onto the box.
+def _propose(state: _State, data, always):
+    """The candidate of one iteration and the box Newton step's verdict at the current point.
 
-    Runs until every fit is done or `stop` is reached; `data` is (mean, var, prior).
+    Returns (new_mu, new_ls, length used, `_Optimality`).
+    """
+    mu, ls = state.mu, state.log_sigma
+
+    def step(state):
+        here = _optimality(mu, ls, state.value, state.log_z, data, always)
+        return here, _box_limits(mu, ls, here.d_mu, here.d_ls)
+
+    here, (limit, hit) = _separately(always, step, state)
+    new_mu, new_ls, length = _candidate(mu, ls, here.d_mu, here.d_ls, state.step_length, limit, hit)
+    return new_mu, new_ls, length, here
+
+
+def _verdict(state: _State, new_mu, new_ls, new_value, here: _Optimality, length):
+    """(accept, stop): the Armijo test of the candidate and whether the fit stops here.
+
+    The Armijo condition has the objective's rounding noise as slack. A stationary fit
+    still takes its step (a Newton step from there only gets closer) and stops, unless that
+    step was large (mu moved by more than sqrt(eps) sigma or log sigma by more than
+    sqrt(eps)) and its predicted gain is well above the gradient's noise
+    (`_Optimality.signal`): deep in a tail the objective's rounding can hide a real gain
+    that the gradient still sees. A fit also stops when its step length has shrunk below
+    1e-6 (rounding stops the line search).
+    """
+    mu, ls = state.mu, state.log_sigma
+    decrease = here.grad[0] * (new_mu - mu) + here.grad[1] * (new_ls - ls)
+    accept = jnp.isfinite(new_value) & (
+        new_value <= state.value + _ARMIJO * jnp.minimum(decrease, 0.0) + here.slack
+    )
+    eps = jnp.finfo(mu.dtype).eps
+    tol = math.sqrt(float(eps))
+    large = (jnp.abs(new_mu - mu) > tol * jnp.exp(ls) + 4.0 * eps * jnp.abs(mu)) | (
+        jnp.abs(new_ls - ls) > tol
+    )
+    go_on = accept & large & here.signal
+    return accept, (here.stationary & ~go_on) | (length < 1e-6)
+
+
+def _iteration(state: _State, data, iteration) -> _State:
+    """One Newton iteration of every unfinished fit (the loop body of `_iterate`).
+
+    A fit stops where its box Newton step can gain nothing measurable (`_optimality`,
+    `_verdict`); whether it is optimal is decided afterwards, for every fit (`_status`). A
+    rejected candidate is retried 4 times shorter in the next iteration (no inner loop:
+    every iteration costs the same two `log_ndtr` evaluations).
     """
     mean, var, prior = data
-    dtype = state.mu.dtype
-    eps = jnp.finfo(dtype).eps
-    tol = math.sqrt(float(eps))
-    mu_lo, mu_hi = MU_BOUNDS
-    ls_lo, ls_hi = math.log(SIGMA_BOUNDS[0]), math.log(SIGMA_BOUNDS[1])
+    # The loop counter is a runtime value, so XLA cannot fold the conditionals away.
+    always = iteration >= 0
+    new_mu, new_ls, length, here = _separately(always, _propose, state, data, always)
+    new_value, new_log_z = _separately(
+        always, lambda m, s: _objective(m, s, mean, var, prior), new_mu, new_ls
+    )
+    accept, stop = _separately(always, _verdict, state, new_mu, new_ls, new_value, here, length)
+    take = ~state.done & accept
+    return _State(
+        mu=jnp.where(take, new_mu, state.mu),
+        log_sigma=jnp.where(take, new_ls, state.log_sigma),
+        value=jnp.where(take, new_value, state.value),
+        log_z=jnp.where(take, new_log_z, state.log_z),
+        # A rejected step is retried shorter than the length actually tried (which the
+        # box may have cut below the step length).
+        step_length=jnp.where(accept, 1.0, length * _STEP_CUT).astype(state.mu.dtype),
+        done=state.done | stop,
+        steps=state.steps + (~state.done).astype(jnp.int32),
+    )
 
-    def propose(state: _State, iteration):
-        mu, ls = state.mu, state.log_sigma
-        grad, fisher = _separately(iteration >= 0, _derivatives, mu, ls, state.log_z, mean, var)
-        fallback = None
-        if prior is not None:
-            _, pgrad, exact, gauss_newton = _penalty(mu, ls, prior)
-            grad = (grad[0] + pgrad[0], grad[1] + pgrad[1])
-            fallback = tuple(f + p for f, p in zip(fisher, gauss_newton, strict=True))
-            fisher = tuple(f + p for f, p in zip(fisher, exact, strict=True))
-        # Epsilon-active set (Bertsekas): a coordinate near a bound that the gradient pushes
-        # against is moved onto the bound, and Newton runs on the other one alone.
-        to_mu_lo = (mu <= mu_lo + _NEAR_BOUND) & (grad[0] > 0)
-        to_mu_hi = (mu >= mu_hi - _NEAR_BOUND) & (grad[0] < 0)
-        to_ls_lo = (ls <= ls_lo + _NEAR_BOUND) & (grad[1] > 0)
-        to_ls_hi = (ls >= ls_hi - _NEAR_BOUND) & (grad[1] < 0)
-        active_mu = to_mu_lo | to_mu_hi
-        active_ls = to_ls_lo | to_ls_hi
-        bound_mu = jnp.where(to_mu_lo, mu_lo, mu_hi)
-        bound_ls = jnp.where(to_ls_lo, ls_lo, ls_hi)
 
-        def step_and_limit(grad, fisher, fallback, active_mu, active_ls):
-            d_mu, d_ls = _direction(grad, fisher, ~active_mu, ~active_ls, fallback)
-            # Through the coupling, the direction can push a coordinate that sits on its
-            # bound outwards while the gradient pulls it in; the path would then be clipped
-            # there while the other coordinate runs far along the eta line. Hold it instead.
-            out_mu = ((mu <= mu_lo) & (d_mu < 0)) | ((mu >= mu_hi) & (d_mu > 0))
-            out_ls = ((ls <= ls_lo) & (d_ls < 0)) | ((ls >= ls_hi) & (d_ls > 0))
-            d_mu, d_ls = _direction(
-                grad, fisher, ~(active_mu | out_mu), ~(active_ls | out_ls), fallback
-            )
-            # Stop at the first bound on the path rather than clip a far step into the box.
-            return d_mu, d_ls, _box_limit(mu, ls, d_mu, d_ls, ~active_mu, ~active_ls)
+def _iterate(state: _State, data, start: int, stop: int) -> _State:
+    """Newton iterations start..stop-1 (`_iteration`) until every fit is done or `stop`.
 
-        d_mu, d_ls, limit = _separately(
-            iteration >= 0, step_and_limit, grad, fisher, fallback, active_mu, active_ls
-        )
-
-        def candidate(length):
-            length = jnp.minimum(length, limit)
-            new_mu, new_ls = _natural_step(mu, ls, d_mu, d_ls, length)
-            new_mu = jnp.clip(jnp.where(active_mu, bound_mu, new_mu), mu_lo, mu_hi)
-            new_ls = jnp.clip(jnp.where(active_ls, bound_ls, new_ls), ls_lo, ls_hi)
-            return new_mu, new_ls
-
-        new_mu, new_ls = candidate(state.step_length)
-        return new_mu, new_ls, grad[0], grad[1]
+    `data` is (mean, var, prior) with prior None for the MLE.
+    """
 
     def body(carry):
         state, iteration = carry
-        mu, ls = state.mu, state.log_sigma
-        # The loop counter is a runtime value, so XLA cannot fold the conditionals away.
-        new_mu, new_ls, g_mu, g_ls = _separately(iteration >= 0, propose, state, iteration)
-        grad = (g_mu, g_ls)
-        t = state.step_length
-        # Converged when a full projected step (t = 1) is negligible: mu in units of sigma.
-        mu_scale = tol * jnp.exp(ls) + 4.0 * eps * jnp.abs(mu)
-        small = (t >= 1.0) & (jnp.abs(new_mu - mu) <= mu_scale) & (jnp.abs(new_ls - ls) <= tol)
-        new_value, new_log_z = _separately(
-            iteration >= 0, lambda m, s: _objective(m, s, mean, var, prior), new_mu, new_ls
-        )
-        decrease = grad[0] * (new_mu - mu) + grad[1] * (new_ls - ls)
-        # Rounding noise of the objective: its terms log Z and the quadratic can be far
-        # larger than their sum (optimum deep in a tail), and |quad / 2| <= |value| + |log Z|
-        # + |log sigma| + 1.
-        slack = 8.0 * eps * (jnp.abs(state.value) + 2.0 * jnp.abs(state.log_z) + jnp.abs(ls) + 1.0)
-        accept = jnp.isfinite(new_value) & (
-            new_value <= state.value + _ARMIJO * jnp.minimum(decrease, 0.0) + slack
-        )
-        stalled = t < 1e-6
-        active = ~state.done
-        take = active & accept
-        # A full step whose gain is below the objective's rounding noise: nothing left to gain.
-        flat = (t >= 1.0) & accept & (state.value - new_value <= slack)
-        # ... or whose predicted gain (Newton decrement) is: then the step is noise-driven.
-        flat = flat | ((t >= 1.0) & (-decrease <= slack))
-        done = state.done | (active & (small | flat | stalled))
-        new_state = _State(
-            mu=jnp.where(take, new_mu, mu),
-            log_sigma=jnp.where(take, new_ls, ls),
-            value=jnp.where(take, new_value, state.value),
-            log_z=jnp.where(take, new_log_z, state.log_z),
-            step_length=jnp.where(accept, 1.0, t * _STEP_CUT).astype(dtype),
-            done=done,
-            steps=state.steps + active.astype(jnp.int32),
-        )
-        return new_state, iteration + 1
+        return _iteration(state, data, iteration), iteration + 1
 
     def cond(carry) -> jax.Array:
         state, iteration = carry
@@ -481,15 +737,32 @@ def _in_blocks(state: _State, data, start: int, stop: int) -> _State:
 
     def block(i, state):
         first = i * BLOCK
-        part = jax.tree_util.tree_map(
-            lambda x: lax.dynamic_slice(x, (first,), (BLOCK,)), (state, data)
-        )
-        part = _iterate(*part, start, stop)
+        part = _iterate(*_block((state, data), first), start, stop)
         return jax.tree_util.tree_map(
             lambda x, y: lax.dynamic_update_slice(x, y, (first,)), state, part
         )
 
     return lax.fori_loop(0, size // BLOCK, block, state)
+
+
+def _block(tree, first):
+    """The entries first..first+BLOCK-1 of every array in `tree`."""
+    return jax.tree_util.tree_map(lambda x: lax.dynamic_slice(x, (first,), (BLOCK,)), tree)
+
+
+def _blockwise(fn, *args):
+    """fn(always, *args) on blocks of BLOCK entries in sequence (as `_in_blocks`), where a
+    block's arrays stay in cache; `always` is a traced True for `_separately`."""
+    size = jax.tree_util.tree_leaves(args)[0].shape[0]
+    if size <= BLOCK:
+        return fn(jnp.asarray(size) >= 0, *args)
+    shape = jax.eval_shape(lambda *a: fn(True, *a), *_block(args, 0))
+
+    def block(i, out):
+        first = i * BLOCK
+        return lax.dynamic_update_slice(out, fn(i >= 0, *_block(args, first)), (first,))
+
+    return lax.fori_loop(0, size // BLOCK, block, jnp.zeros((size,), shape.dtype))
 
 
 def _compacted(state: _State, data, start: int, rounds) -> _State:
@@ -527,11 +800,11 @@ def _compacted(state: _State, data, start: int, rounds) -> _State:
         sub_state = _in_blocks(sub_state, sub_data, start, stop)
         if rest:
             sub_state = _compacted(sub_state, sub_data, stop, rest)
-        # log_z and step_length are not needed after the last round: left stale.
+        # step_length is not needed after the last round: left stale.
         state = state._replace(
             **{
                 field: getattr(state, field).at[index].set(getattr(sub_state, field), mode="drop")
-                for field in ("mu", "log_sigma", "value", "done", "steps")
+                for field in ("mu", "log_sigma", "value", "log_z", "done", "steps")
             }
         )
         return first + width, state
@@ -563,69 +836,74 @@ def _solve(state: _State, data, schedule=None) -> _State:
 
 def _fit(n, s1, s2, prior, schedule=None):
     """Shared MLE / MAP driver on flat arrays of one float dtype."""
-    dtype = s1.dtype
-    eps = jnp.finfo(dtype).eps
     has_data = n > 0
     safe_n = jnp.where(has_data, n, 1.0)
     mean = s1 / safe_n
     var = jnp.maximum(s2 / safe_n - mean * mean, 0.0)
+    eps = jnp.finfo(s1.dtype).eps
     # All scores equal, up to the rounding of the sums: sigma -> 0 (see module docstring).
     degenerate = has_data & (var <= 16.0 * eps * jnp.maximum(s2 / safe_n, eps))
-    sigma_lo = jnp.asarray(SIGMA_BOUNDS[0], dtype)
-    mu_start = jnp.clip(mean, *MU_BOUNDS)
-    sigma_start = jnp.clip(jnp.sqrt(var), *SIGMA_BOUNDS)
-    if prior is not None:
-        prior_mu, prior_sigma, scale_mu, scale_sigma = prior
-        prior_terms = (
-            prior_mu,
-            prior_sigma,
-            1.0 / (scale_mu**2 * safe_n),
-            1.0 / (scale_sigma**2 * safe_n),
-        )
-        frozen = ~has_data
-        empty_mu = jnp.clip(prior_mu, *MU_BOUNDS)
-        empty_sigma = jnp.clip(prior_sigma, *SIGMA_BOUNDS)
-    else:
-        prior_terms = None
-        frozen = ~has_data | degenerate
-        empty_mu = jnp.full_like(mean, NO_DATA_MU)
-        empty_sigma = jnp.full_like(mean, NO_DATA_SIGMA)
-    mu_start = jnp.where(has_data, mu_start, empty_mu)
-    sigma_start = jnp.where(has_data, sigma_start, empty_sigma)
     if prior is None:
-        mu_start = jnp.where(degenerate, mean, mu_start)
-        sigma_start = jnp.where(degenerate, sigma_lo, sigma_start)
-    data = (mean, var, prior_terms)
+        data = (mean, var, None)
+        frozen = ~has_data | degenerate
+        empty = (jnp.full_like(mean, NO_DATA_MU), jnp.full_like(mean, NO_DATA_SIGMA))
+    else:
+        prior_mu, prior_sigma, scale_mu, scale_sigma = prior
+        inverse_variances = (1.0 / (scale_mu**2 * safe_n), 1.0 / (scale_sigma**2 * safe_n))
+        data = (mean, var, (prior_mu, prior_sigma, *inverse_variances))
+        frozen = ~has_data
+        empty = (jnp.clip(prior_mu, *MU_BOUNDS), jnp.clip(prior_sigma, *SIGMA_BOUNDS))
+    mu_start, sigma_start = _starting_point(mean, var, has_data, empty, degenerate, prior)
     state = _start(mu_start, jnp.log(sigma_start), *data, frozen)
     state = _solve(state, data, schedule)
     mu = state.mu
     sigma = jnp.exp(state.log_sigma)
-    sigma = jnp.where(state.log_sigma <= math.log(SIGMA_BOUNDS[0]), sigma_lo, sigma)
-    at_bound = (
-        (mu <= MU_BOUNDS[0])
-        | (mu >= MU_BOUNDS[1])
-        | (state.log_sigma <= math.log(SIGMA_BOUNDS[0]))
-        | (state.log_sigma >= math.log(SIGMA_BOUNDS[1]))
-    )
-    if prior is None:
-        at_bound = at_bound | degenerate
-    status = jnp.where(
-        ~has_data,
-        FitStatus.NO_DATA,
-        jnp.where(
-            ~state.done,
-            FitStatus.MAX_STEPS,
-            jnp.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED),
-        ),
-    ).astype(jnp.int32)
+    sigma = jnp.where(state.log_sigma <= _LOG_SIGMA_BOUNDS[0], SIGMA_BOUNDS[0], sigma)
+    status = _status(state, data, has_data, degenerate if prior is None else None)
     nll = jnp.where(has_data, state.value, 0.0)
     if prior is not None:
         # No data: report the prior term at the (clipped) centre alone.
-        empty = 0.5 * (
+        alone = 0.5 * (
             ((mu - prior_mu) / scale_mu) ** 2 + ((sigma - prior_sigma) / scale_sigma) ** 2
         )
-        nll = jnp.where(has_data, nll, empty)
+        nll = jnp.where(has_data, nll, alone)
     return Fit(mu, sigma, nll, status, state.steps)
+
+
+def _starting_point(mean, var, has_data, empty, degenerate, prior):
+    """(mu, sigma) where the solver starts: the sample moments (`empty` without data).
+
+    MLE of degenerate data (all scores equal) starts, and stays, at its convention.
+    """
+    mu_start = jnp.where(has_data, jnp.clip(mean, *MU_BOUNDS), empty[0])
+    sigma_start = jnp.where(has_data, jnp.clip(jnp.sqrt(var), *SIGMA_BOUNDS), empty[1])
+    if prior is None:
+        mu_start = jnp.where(degenerate, mean, mu_start)
+        sigma_start = jnp.where(degenerate, SIGMA_BOUNDS[0], sigma_start)
+    return mu_start, sigma_start.astype(mean.dtype)
+
+
+def _status(state: _State, data, has_data, degenerate) -> jax.Array:
+    """`FitStatus` of every fit, from the optimality conditions at its final point.
+
+    CONVERGED / AT_BOUND only where `_optimality` certifies the point (whatever made the
+    solver stop); AT_BOUND when the point is also on an edge of the box, or, for the MLE,
+    where the data are degenerate (the documented convention); else MAX_STEPS.
+    """
+    mu, ls = state.mu, state.log_sigma
+
+    def certify(always, mu, ls, value, log_z, data):
+        return _optimality(mu, ls, value, log_z, data, always).certified
+
+    certified = _blockwise(certify, mu, ls, state.value, state.log_z, data)
+    sides = _sides(mu, ls)
+    at_bound = (sides[0] != 0) | (sides[1] != 0)
+    if degenerate is not None:
+        certified = certified | degenerate
+        at_bound = at_bound | degenerate
+    status = jnp.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED)
+    status = jnp.where(certified, status, FitStatus.MAX_STEPS)
+    return jnp.where(has_data, status, FitStatus.NO_DATA).astype(jnp.int32)
 
 
 def _broadcast_float(dtype, *args):

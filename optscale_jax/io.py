@@ -71,7 +71,9 @@ def write_json(obj: Any, path: str | os.PathLike) -> pathlib.Path:
     return atomic_write_text(path, lambda h: json.dump(to_plain(obj), h, indent=2))
 
 
-def write_jsonl_records(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> pathlib.Path:
+def write_jsonl_records(
+    records: Iterable[Mapping[str, Any]], path: str | os.PathLike
+) -> pathlib.Path:
     """Writes JSON objects one per line, atomically (numpy scalars converted, NaN refused)."""
 
     def write(handle: IO[str]) -> None:
@@ -85,24 +87,42 @@ def write_jsonl_records(records: Iterable[Mapping[str, Any]], path: str | os.Pat
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields (line number, object) for each non-blank line of a JSONL file.
 
+    A UTF-8 byte order mark and Windows line ends are read as plain UTF-8 text.
+
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: naming the file and line, for a line that is not a JSON object.
+        ValueError: naming the file and line, for a line that is not a JSON object: invalid
+            JSON, bytes that are not UTF-8, an integer too long to convert, nesting too deep.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            yield number, record
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            record = _json_line(raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw)
+            if isinstance(record, str):
+                raise ValueError(f"{path}:{number}: {record}")
+            if record is not None:
+                yield number, record
+
+
+def _json_line(raw: bytes) -> dict[str, Any] | str | None:
+    """One JSONL line -> its object, None if blank, or the reason it is not a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text ({error.reason} at column {error.start + 1})"
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"not JSON ({error.msg})"
+    except RecursionError:
+        return "not JSON (nested too deeply)"
+    except ValueError as error:  # an integer of more than 4300 digits
+        return f"not JSON ({error})"
+    return record if isinstance(record, dict) else "expected a JSON object"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

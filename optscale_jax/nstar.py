@@ -71,6 +71,11 @@ def optimal_n_from_log_cdf(
     """
     validation.check_open_unit(alpha, "alpha")
     validation.check_max_n(max_n)
+    return _optimal_n_from_log_cdf(log_f, alpha, max_n)
+
+
+def _optimal_n_from_log_cdf(log_f, alpha, max_n=None):
+    """`optimal_n_from_log_cdf` without validation, for library code that validated already."""
     log_f = jnp.asarray(log_f)
     log_f = log_f.astype(_float_dtype(log_f))
     cap = NSTAR_UNBOUNDED if max_n is None else max_n

@@ -20,8 +20,11 @@ order happened to show first, so over random orders no candidate is favoured):
 Costs are the caller's business: the tokens of the first `samples` entries.
 
 Each public function validates its input once (ValueError naming the argument) and runs a
-jit-compiled body; pieces such as `running_best`, `first_stop` and `peek_samples` let a
-replay share one prefix fit across a whole hyper-parameter grid.
+jit-compiled private body (`_running_best`, `_vote_leaders`, `_esc`, `_asc`, `_oracle`,
+`_prefix_fits`, `_optscale_grid`, ...); a caller that has validated its input already (the
+replay engine) calls the private bodies directly. Pieces such as `running_best`,
+`first_stop` and `peek_samples` let a replay share one prefix fit across a whole
+hyper-parameter grid.
 
 Example:
     >>> import numpy as np
@@ -34,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -109,14 +113,29 @@ def _check_count(n: ArrayLike, name: str) -> None:
     validation.check_max_n(n, name)
 
 
-def _check_optscale(scores, mask, s_min, alpha, max_n, prior_mu, prior_sigma):
-    scores, _ = validation.check_scores(scores, mask)
+def _check_prior(prior_mu, prior_sigma, prior_scale) -> None:
+    if (prior_mu is None) != (prior_sigma is None):
+        raise ValueError("prior_mu and prior_sigma must be given together")
+    if prior_mu is not None:
+        estimation._check_prior(prior_mu, prior_sigma, prior_scale)
+
+
+def _check_optscale(scores, mask, s_min, alpha, max_n, prior, counts):
+    """Checks a single-cell OptScale policy's arguments; returns (scores, mask) as arrays.
+
+    Args:
+        prior: (prior_mu, prior_sigma, prior_scale).
+        counts: argument name -> value of the integer arguments that must be >= 1.
+    """
+    scores, checked_mask = validation.check_scores(scores, mask)
     _check_mask(mask, np.shape(scores))
     validation.check_unit(s_min, "s_min")
     validation.check_open_unit(alpha, "alpha")
     validation.check_max_n(max_n)
-    if (prior_mu is None) != (prior_sigma is None):
-        raise ValueError("prior_mu and prior_sigma must be given together")
+    for name, value in counts.items():
+        _check_count(value, name)
+    _check_prior(*prior)
+    return scores, checked_mask
 
 
 # --- shared pieces -------------------------------------------------------------------------------
@@ -355,19 +374,45 @@ def early_stopping_consistency(
     return _esc(answers, mask, window, max_n, num_codes=_num_codes(answers))
 
 
+@functools.lru_cache(maxsize=16)
+def _majority_confidence(max_votes: int) -> np.ndarray:
+    """Adaptive-Consistency's statistic for every pair of integer vote counts, once per size.
+
+    P(X > 1/2) for X ~ Beta(a + 1, b + 1) is I_{1/2}(b + 1, a + 1), which for integer
+    counts is a binomial tail: P(Bin(a + b + 1, 1/2) <= a). The Bin(n, 1/2) probabilities
+    follow Pascal's rule p(n, i) = (p(n - 1, i) + p(n - 1, i - 1)) / 2 (sums of positive
+    terms: no cancellation), so the table costs O(max_votes^2) additions at setup instead of
+    one `betainc` per position.
+
+    Args:
+        max_votes: the most votes an answer can have (the samples per question).
+
+    Returns:
+        float64 `[max_votes + 2, max_votes + 2]`, entry [n, a] = P(Bin(n, 1/2) <= a); the
+        statistic of (lead a, runner-up b) is entry [a + b + 1, a].
+    """
+    size = max_votes + 2
+    pmf = np.zeros((size, size))
+    pmf[0, 0] = 1.0
+    for n in range(1, size):
+        pmf[n, 0] = 0.5 * pmf[n - 1, 0]
+        pmf[n, 1:] = 0.5 * (pmf[n - 1, 1:] + pmf[n - 1, :-1])
+    table = np.minimum(np.cumsum(pmf, axis=1), 1.0)
+    table.setflags(write=False)  # shared by every caller through the cache
+    return table
+
+
 @functools.partial(jax.jit, static_argnames=("num_codes",))
 def _asc(answers, mask, threshold, min_samples, max_n, num_codes):
     tally, first = _tallies(answers, mask, None, num_codes)
-    if num_codes == 1:
-        lead, runner_up = tally[..., 0], jnp.zeros_like(tally[..., 0])
-    else:
-        top, _ = jax.lax.top_k(tally, 2)
-        lead, runner_up = top[..., 0], top[..., 1]
-    dtype = jnp.result_type(float)
-    # P(X > 1/2) for X ~ Beta(lead + 1, runner_up + 1) equals I_{1/2}(runner_up + 1, lead + 1).
-    confidence = jax.scipy.special.betainc(
-        (runner_up + 1).astype(dtype), (lead + 1).astype(dtype), jnp.asarray(0.5, dtype)
-    )
+    # The two largest tallies; the runner-up is the largest once the leader's slot is
+    # emptied (0 with a single code). lax.top_k costs 6x as much on CPU.
+    lead = jnp.max(tally, axis=-1)
+    leader = jnp.argmax(tally, axis=-1)[..., None] == jnp.arange(num_codes)
+    runner_up = jnp.max(jnp.where(leader, 0, tally), axis=-1)
+    k = tally.shape[-2]
+    table = jnp.asarray(_majority_confidence(k), jnp.result_type(float)).reshape(-1)
+    confidence = table[(lead + runner_up + 1) * (k + 2) + lead]
     position = _positions(confidence.shape)
     cap = _cap(jnp.asarray(mask, bool), max_n)
     stop = (confidence >= threshold) & (position + 1 >= min_samples) & (position < cap[..., None])
@@ -388,7 +433,9 @@ def adaptive_consistency_stop(
 
     With v1, v2 the vote counts of the leading and the second answer among the samples
     drawn, the stopping statistic is P(X > 1/2) with X ~ Beta(v1 + 1, v2 + 1)
-    (= I_{1/2}(v2 + 1, v1 + 1)). The answer is the majority vote of the drawn samples.
+    (= I_{1/2}(v2 + 1, v1 + 1) = P(Bin(v1 + v2 + 1, 1/2) <= v1), read from a table of all
+    integer counts). The answer is the majority vote of the drawn samples. This is the
+    stop of the authors' `adaptiveconsistency.BetaStoppingCriteria` (tested to agree).
 
     Args:
         answers: `[..., K]` int answer codes (-1 = no answer).
@@ -419,7 +466,10 @@ def prefix_fits(
 ) -> estimation.Fit:
     """Truncated-normal fit of every prefix of samples, from cumulative sufficient statistics.
 
-    One batched call: the MLE (OptScale0) or, with a prior, the MAP fit (OptScalet).
+    The MLE (OptScale0) or, with a prior, the MAP fit (OptScalet). Each MLE starts from
+    the previous prefix's fit (`_warm_scan`) and is solved to the same tolerance, with the
+    same honest `FitStatus`, as an independent `estimation.fit_mle_stats` of that prefix:
+    the two agree to within the solver's tolerance. MAP fits are independent fits.
 
     Args:
         scores: `[..., K]` scores in [0, 1].
@@ -432,14 +482,146 @@ def prefix_fits(
     Returns:
         Fit with fields `[..., K]`: entry j fits the first j + 1 samples.
     """
-    n, s1, s2 = estimation.prefix_stats(scores, mask)
+    scores, mask = validation.check_scores(scores, mask)
+    _check_prior(prior_mu, prior_sigma, prior_scale)
+    return _prefix_fits(scores, mask, prior_mu, prior_sigma, prior_scale)
+
+
+def _prefix_fits(scores, mask, prior_mu=None, prior_sigma=None, prior_scale=(0.1, 0.1)):
+    """`prefix_fits` without the checks."""
+    n, s1, s2 = estimation._prefix_stats(scores, mask)
     if prior_mu is None:
-        return estimation.fit_mle_stats(n, s1, s2)
+        return estimation._fit_mle_stats(n, s1, s2)
     # Per-question prior arguments broadcast over the prefix axis.
     prior_mu, prior_sigma, scale_mu, scale_sigma = (
         jnp.asarray(x)[..., None] for x in (prior_mu, prior_sigma, *prior_scale)
     )
-    return estimation.fit_map_stats(n, s1, s2, prior_mu, prior_sigma, (scale_mu, scale_sigma))
+    return estimation._fit_map_stats(n, s1, s2, prior_mu, prior_sigma, scale_mu, scale_sigma)
+
+
+def _warm_mle_fits(n, s1, s2):
+    """MLE of every prefix from cumulative statistics `[..., K]`, each prefix's fit started
+    from the previous one's (`_warm_scan`), the rows in chunks of at most the solver's block."""
+    shape = n.shape
+    rows = math.prod(shape[:-1])
+    chunks, width = _chunking(rows)
+
+    def per_chunk(x):  # [..., K] -> [chunks, K, width]; padding rows have n = 0 (no work)
+        x = jnp.pad(x.reshape(rows, shape[-1]), ((0, chunks * width - rows), (0, 0)))
+        return x.reshape(chunks, width, shape[-1]).transpose(0, 2, 1)
+
+    fit = _warm_chunks(per_chunk(n), per_chunk(s1), per_chunk(s2))
+    return jax.tree_util.tree_map(
+        lambda x: x.transpose(0, 2, 1).reshape(chunks * width, -1)[:rows].reshape(shape), fit
+    )
+
+
+def _chunking(rows: int) -> tuple[int, int]:
+    """(chunks, width): the rows split into equal chunks of at most the solver's block.
+
+    Widths are powers of two up to 128, then multiples of 128: little padding, and
+    differently shaped batches share compiled code.
+    """
+    chunks = max(1, -(-rows // estimation.BLOCK))
+    width = -(-rows // chunks)
+    if width <= 128:
+        return chunks, max(8, 1 << (width - 1).bit_length())
+    return chunks, -(-width // 128) * 128
+
+
+# Newton iterations all fits of a prefix run from their warm start before the unfinished
+# ones (about 5%) are gathered and finished apart.
+_WARM_STEPS = 3
+
+
+def _warm_schedule(width: int) -> tuple[tuple[int, int | None], ...]:
+    """The solver's rounds for one prefix of a chunk (see `estimation._solve`): all fits
+    for `_WARM_STEPS` iterations, then the unfinished ones gathered into narrower buffers."""
+    return (
+        (_WARM_STEPS, None),
+        (_WARM_STEPS + 2, max(width // 8, 8)),
+        (estimation.MAX_STEPS, max(width // 64, 8)),
+    )
+
+
+@jax.jit
+def _warm_chunks(n, s1, s2):
+    """`_warm_scan` of every chunk in turn: stats `[chunks, K, width]`."""
+    return jax.lax.map(lambda chunk: _warm_scan(*chunk), (n, s1, s2))
+
+
+class _Previous(NamedTuple):
+    """What the fit of prefix j + 1 starts from (`_warm_scan`): prefix j's fit and moments."""
+
+    mu: jax.Array
+    sigma: jax.Array
+    mean: jax.Array
+    sd: jax.Array
+    follow: jax.Array  # its fit is certified and its scores spread: start from it
+
+
+def _warm_start(previous: _Previous, mean, sd):
+    """(mu_0, sigma_0, use) of the next prefix: the previous fit moved with the moments,
+    mu_0 = m + (mu - m'), sigma_0 = sd sigma / sd' (m', sd' the previous prefix's mean
+    and standard deviation), a coordinate on its bound of the box staying there."""
+    mu_lo, mu_hi = estimation.MU_BOUNDS
+    sigma_lo, sigma_hi = estimation.SIGMA_BOUNDS
+    moved_mu = mean + (previous.mu - previous.mean)
+    moved_sigma = sd * previous.sigma / jnp.where(previous.sd > 0, previous.sd, 1.0)
+    mu = jnp.where((previous.mu <= mu_lo) | (previous.mu >= mu_hi), previous.mu, moved_mu)
+    on_bound = (previous.sigma <= sigma_lo) | (previous.sigma >= sigma_hi)
+    return mu, jnp.where(on_bound, previous.sigma, moved_sigma), previous.follow
+
+
+def _warm_scan(n, s1, s2):
+    """MLE of every prefix, prefix j + 1 started from prefix j's solution.
+
+    The NLL is convex in the natural parameters, over a box that is convex there too, so
+    the optimum is unique and the start only decides how fast it is reached. The start is
+    the previous fit moved with the sample moments (`_warm_start`): the gap between a fit
+    and its moments (the truncation's correction) changes little from one prefix to the
+    next while the moments move by O(1 / n), so this start is closer than either the
+    moments or the previous fit alone; a fit on an edge of the box mostly stays there. A
+    prefix whose previous fit is not certified (or whose scores were all equal) starts
+    from its moments, as an independent fit does. (MAP objectives can have several local
+    optima, and a warm start would follow one of them along the prefixes: they are not
+    warm-started.)
+
+    Args:
+        n, s1, s2: `[K, width]` cumulative sufficient statistics, prefix j in row j.
+
+    Returns:
+        Fit with fields `[K, width]`.
+    """
+    schedule = _warm_schedule(n.shape[1])
+
+    def step(previous: _Previous, stats):
+        mean, var = estimation._moments(*stats)
+        sd = jnp.sqrt(var)
+        fit = _fit_or_refit(stats, schedule, _warm_start(previous, mean, sd))
+        certified = (fit.status == estimation.FitStatus.CONVERGED) | (
+            fit.status == estimation.FitStatus.AT_BOUND
+        )
+        return _Previous(fit.mu, fit.sigma, mean, sd, certified & (sd > 0)), fit
+
+    zeros = jnp.zeros(n.shape[1], n.dtype)
+    first = _Previous(zeros, zeros, zeros, zeros, jnp.zeros(n.shape[1], bool))
+    return jax.lax.scan(step, first, (n, s1, s2))[1]
+
+
+def _fit_or_refit(stats, schedule, start):
+    """`estimation._fit` (MLE) from the warm start; fits that end uncertified there are
+    fitted again from the moments, as an independent fit is (from a start far from the
+    moments the solver can stop on a flat ridge, where rounding noise hides the last steps)."""
+    fit = estimation._fit(*stats, None, schedule, start)
+    stuck = fit.status == estimation.FitStatus.MAX_STEPS
+
+    def refit():
+        cold = estimation._fit(*stats, None, schedule)
+        cold = cold._replace(steps=cold.steps + fit.steps)
+        return jax.tree_util.tree_map(lambda c, w: jnp.where(stuck, c, w), cold, fit)
+
+    return jax.lax.cond(jnp.any(stuck), refit, lambda: fit)
 
 
 def nstar_reached(n: ArrayLike, n_star: ArrayLike, min_samples: ArrayLike) -> ArrayLike:
@@ -534,7 +716,7 @@ def _cells_of_s_min(
         reached = (confidence >= alphas[i]) & drawable
         stops = [_first_true(reached & (n >= ms[j]), cap) for j in range(num_m)]
         if num_peek:
-            n_star = nstar.optimal_n_from_log_cdf(log_f, alphas[i], max_n)
+            n_star = nstar._optimal_n_from_log_cdf(log_f, alphas[i], max_n)
             stops += [_peek_samples(n_star, mask, peeks[j], max_n) for j in range(num_peek)]
         per_alpha.append(jnp.stack(stops))
     return jnp.stack(per_alpha)
@@ -573,13 +755,23 @@ def optscale_grid(
         (cells, samples): cells[i] = (s_min, alpha, "m" or "k", value), ordered by s_min,
         alpha, then the m values followed by the k values; samples int32 `[len(cells), ...]`.
     """
-    _check_mask(mask, np.shape(fit.mu))
+    _check_grid(mask, s_min, alpha, min_samples, peek, max_n, np.shape(fit.mu))
+    return _optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell)
+
+
+def _check_grid(mask, s_min, alpha, min_samples, peek, max_n, shape=None) -> None:
+    """Checks the mask (of `shape`) and the hyper-parameter grids of `optscale_grid`."""
+    _check_mask(mask, shape)
     validation.check_unit(np.asarray(s_min, float), "s_min")
     validation.check_open_unit(np.asarray(alpha, float), "alpha")
     for name, values in (("min_samples", min_samples), ("peek", peek)):
         if len(values):
             _check_count(np.asarray(values), name)
     validation.check_max_n(max_n)
+
+
+def _optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell=None):
+    """`optscale_grid` without the checks."""
     cells = [
         (s, a, kind, value)
         for s in s_min
@@ -640,12 +832,14 @@ def sequential_stop(
     Returns:
         Decision.
     """
-    _check_optscale(scores, mask, s_min, alpha, max_n, prior_mu, prior_sigma)
-    _check_count(min_samples, "min_samples")
-    fit = prefix_fits(scores, mask, prior_mu, prior_sigma, prior_scale)
+    prior = (prior_mu, prior_sigma, prior_scale)
+    scores, mask = _check_optscale(
+        scores, mask, s_min, alpha, max_n, prior, {"min_samples": min_samples}
+    )
+    fit = _prefix_fits(scores, mask, *prior)
     log_f = _log_cdf(s_min, fit.mu, fit.sigma)
     samples = _first_stop(
-        nstar.optimal_n_from_log_cdf(log_f, alpha, max_n), mask, min_samples, max_n
+        nstar._optimal_n_from_log_cdf(log_f, alpha, max_n), mask, min_samples, max_n
     )
     return Decision(samples, _at_prefix(_running_best(scores, mask), samples))
 
@@ -665,30 +859,26 @@ def peek_stop(
     """OptScale as released: one fit on the first `peek` samples, draw max(N*, peek), capped.
 
     Args:
-        scores: `[..., K]` scores in [0, 1].
-        mask: `[..., K]` bool prefix mask.
-        s_min: score threshold, in [0, 1].
-        alpha: target probability, in (0, 1).
+        scores, mask, s_min, alpha, max_n, prior_mu, prior_sigma, prior_scale: as in
+            `sequential_stop` (a prior makes the single fit a MAP fit).
         peek: k, the samples drawn before the single fit.
-        max_n: cap (None: all available).
-        prior_mu: optional prior centre of mu (MAP fit).
-        prior_sigma: optional prior centre of sigma.
-        prior_scale: standard deviations of the priors on (mu, sigma).
 
     Returns:
         Decision.
     """
-    _check_optscale(scores, mask, s_min, alpha, max_n, prior_mu, prior_sigma)
-    _check_count(peek, "peek")
+    scores, mask = _check_optscale(
+        scores, mask, s_min, alpha, max_n, (prior_mu, prior_sigma, prior_scale), {"peek": peek}
+    )
     mask = jnp.asarray(mask, bool)
     cap = _cap(mask, max_n)
     peek = jnp.asarray(peek, jnp.int32)
     first_k = mask & (_positions(mask.shape) < jnp.minimum(peek, cap)[..., None])
+    stats = estimation._sufficient_stats(scores, first_k)
     if prior_mu is None:
-        fit = estimation.fit_mle(scores, first_k)
+        fit = estimation._fit_mle_stats(*stats)
     else:
-        fit = estimation.fit_map(scores, prior_mu, prior_sigma, prior_scale, first_k)
+        fit = estimation._fit_map_stats(*stats, prior_mu, prior_sigma, *prior_scale)
     log_f = _log_cdf(s_min, fit.mu, fit.sigma)
-    planned = jnp.maximum(nstar.optimal_n_from_log_cdf(log_f, alpha, max_n), peek)
+    planned = jnp.maximum(nstar._optimal_n_from_log_cdf(log_f, alpha, max_n), peek)
     samples = jnp.minimum(planned, cap).astype(jnp.int32)
     return Decision(samples, _at_prefix(_running_best(scores, mask), samples))

@@ -1,6 +1,8 @@
 """The normal distribution truncated to [low, high], in log space.
 
-All functions are elementwise and broadcast over their array arguments. With
+All functions are elementwise and broadcast over their array arguments: points x, the
+location mu and scale sigma (> 0) of the untruncated normal, and the truncation points
+low < high (default [0, 1]); outside [low, high] the log CDF is -inf or 0. With
 z = (x - mu) / sigma, a = (low - mu) / sigma and b = (high - mu) / sigma:
 
     pdf(x) = phi(z) / (sigma * Z),   Z = Phi(b) - Phi(a),
@@ -162,13 +164,6 @@ def logpdf(
 ) -> jax.Array:
     """log pdf(x) = -z^2/2 - log(sqrt(2 pi) sigma) - log Z; -inf outside [low, high].
 
-    Args:
-        x: points.
-        mu: location of the untruncated normal.
-        sigma: scale of the untruncated normal (> 0).
-        low: lower truncation point.
-        high: upper truncation point (> low).
-
     Returns:
         The log density, broadcast over the arguments.
     """
@@ -197,12 +192,6 @@ def logcdf(
 
     Accurate both when F(x) is tiny and when it is close to 1 (then log F ~ -R/L).
 
-    Args:
-        x: points (values outside [low, high] give -inf or 0).
-        mu: location of the untruncated normal.
-        sigma: scale of the untruncated normal (> 0).
-        low: lower truncation point.
-        high: upper truncation point (> low).
 
     Returns:
         log F(x), broadcast over the arguments.
@@ -216,13 +205,6 @@ def logsf(
     x: ArrayLike, mu: ArrayLike, sigma: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0
 ) -> jax.Array:
     """log(1 - F(x)) = -softplus(log L - log R); see `logcdf`.
-
-    Args:
-        x: points.
-        mu: location of the untruncated normal.
-        sigma: scale of the untruncated normal (> 0).
-        low: lower truncation point.
-        high: upper truncation point (> low).
 
     Returns:
         log(1 - F(x)), broadcast over the arguments.

@@ -4,6 +4,10 @@ Every public entry point of the core calls these once, before anything is traced
 Values that are being traced (a caller's own `jax.jit`) cannot be inspected and are
 passed through unchecked: inside jit, batched numerics report status fields instead.
 
+The element checks (`check_open_unit`, `check_unit`, `check_finite`, `check_positive`)
+share one contract: they take a scalar or array `x` and the argument's `name`, return `x`
+unchanged, and raise ValueError naming `name` and quoting the offending values.
+
 Example:
     >>> from optscale_jax.validation import check_open_unit
     >>> check_open_unit(1.5, "alpha")
@@ -130,34 +134,12 @@ def _check_interval(x: ArrayLike, name: str, closed: bool) -> ArrayLike:
 
 
 def check_open_unit(x: ArrayLike, name: str) -> ArrayLike:
-    """x must lie in (0, 1) everywhere (e.g. alpha).
-
-    Args:
-        x: scalar or array.
-        name: the argument's name.
-
-    Returns:
-        x, unchanged.
-
-    Raises:
-        ValueError: naming `name`.
-    """
+    """x must lie in (0, 1) everywhere (e.g. alpha; see the module docstring)."""
     return _check_interval(x, name, closed=False)
 
 
 def check_unit(x: ArrayLike, name: str) -> ArrayLike:
-    """x must lie in [0, 1] everywhere (e.g. s_min).
-
-    Args:
-        x: scalar or array.
-        name: the argument's name.
-
-    Returns:
-        x, unchanged.
-
-    Raises:
-        ValueError: naming `name`.
-    """
+    """x must lie in [0, 1] everywhere (e.g. s_min; see the module docstring)."""
     return _check_interval(x, name, closed=True)
 
 
@@ -220,42 +202,25 @@ def check_broadcast(name_to_array: Mapping[str, ArrayLike]) -> tuple[int, ...]:
 
 
 def check_finite(x: ArrayLike, name: str) -> ArrayLike:
-    """x must be numeric and finite everywhere.
-
-    Args:
-        x: scalar or array.
-        name: the argument's name.
-
-    Returns:
-        x, unchanged.
-
-    Raises:
-        ValueError: naming `name`.
-    """
-    if is_traced(x):
-        return x
-    array = _numeric(x, name)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinity{_first_index(~np.isfinite(array))}")
+    """x must be numeric and finite everywhere (see the module docstring)."""
+    if not is_traced(x):
+        _finite(x, name)
     return x
 
 
+def _finite(x: ArrayLike, name: str) -> np.ndarray:
+    """x as a numeric array, checked finite."""
+    array = _numeric(x, name)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity{_first_index(~np.isfinite(array))}")
+    return array
+
+
 def check_positive(x: ArrayLike, name: str) -> ArrayLike:
-    """x must be finite and > 0 everywhere.
-
-    Args:
-        x: scalar or array.
-        name: the argument's name.
-
-    Returns:
-        x, unchanged.
-
-    Raises:
-        ValueError: naming `name`.
-    """
+    """x must be finite and > 0 everywhere (see the module docstring)."""
     if is_traced(x):
         return x
-    array = _numeric(check_finite(x, name), name)
+    array = _finite(x, name)
     if np.any(array <= 0):
         raise ValueError(f"{name} must be > 0, got {_describe(array[array <= 0])}")
     return x

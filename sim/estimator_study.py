@@ -10,15 +10,12 @@ prior noise, n and parameter the study reports
     rmse = sqrt(mean_q (hat theta_q - theta_q)^2),   bias = mean_q (hat theta_q - theta_q)
 
 with Monte Carlo standard errors (delta method for the RMSE) and the fraction of fits that
-ended on the parameter box edge. Run it with `python -m optscale_jax.sim.estimator_study --out DIR`;
-it writes DIR/estimator.csv (plotted by `optscale plot estimator`) and DIR/estimator.json.
+ended on the parameter box edge. `optscale simulate estimator --out DIR` runs it and writes
+DIR/estimator.csv (plotted by `optscale plot estimator`) and DIR/estimator.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import pathlib
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,68 +164,3 @@ def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed):
             *truth,
         )  # fmt: skip
     return rows
-
-
-def _floats(text: str, name: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{name}: expected comma-separated numbers, got {text!r}") from None
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Adds the study's arguments."""
-    parser.add_argument("--out", required=True, help="output directory (estimator.csv, .json)")
-    parser.add_argument("--questions", type=int, default=2000, help="simulated questions")
-    parser.add_argument("--ns", default=",".join(map(str, DEFAULT_NS)), help="sample counts n")
-    parser.add_argument(
-        "--prior-noise",
-        default=",".join(map(str, DEFAULT_PRIOR_NOISES)),
-        help="std of the MAP prior centre around the truth, one MAP series per value",
-    )
-    parser.add_argument("--prior-scale", default="0.1,0.1", help="MAP prior std (mu,sigma)")
-    parser.add_argument("--mu-range", default="0.3,0.9", help="true mu ~ uniform(low,high)")
-    parser.add_argument("--sigma-range", default="0.05,0.4", help="true sigma ~ uniform(low,high)")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs the study and writes estimator.csv and estimator.json into `args.out`."""
-    from optscale_jax.io import write_csv, write_json
-
-    ns = [int(x) for x in _floats(args.ns, "--ns")]
-    config = {
-        "questions": args.questions,
-        "ns": ns,
-        "prior_noises": _floats(args.prior_noise, "--prior-noise"),
-        "prior_scale": tuple(_floats(args.prior_scale, "--prior-scale")),
-        "mu_range": tuple(_floats(args.mu_range, "--mu-range")),
-        "sigma_range": tuple(_floats(args.sigma_range, "--sigma-range")),
-        "seed": args.seed,
-    }
-    for name in ("prior_scale", "mu_range", "sigma_range"):
-        if len(config[name]) != 2:
-            raise ValueError(f"--{name.replace('_', '-')}: expected two numbers")
-    rows = estimator_study(**config)
-    out = pathlib.Path(args.out)
-    write_csv(rows, out / "estimator.csv", columns=COLUMNS)
-    write_json({"study": "estimator", "dtype": "float32", **config}, out / "estimator.json")
-    print(f"wrote {out / 'estimator.csv'} ({len(rows)} rows)", file=sys.stderr)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m optscale_jax.sim.estimator_study ...`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m optscale_jax.sim.estimator_study", description=__doc__.splitlines()[0]
-    )
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ValueError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

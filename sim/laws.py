@@ -28,12 +28,14 @@ from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import betainc, log_ndtr, ndtri
 from jax.typing import ArrayLike
 
 from optscale_jax import truncnorm
 from optscale_jax._numerics import float_dtype as _float_dtype
 from optscale_jax._numerics import log1mexp as _log1mexp
+from optscale_jax.validation import is_traced
 
 
 class Law(Protocol):
@@ -57,12 +59,15 @@ def _bisection_steps(dtype) -> int:
     return 64 if jnp.finfo(dtype).bits == 64 else 32
 
 
-def _bisect_ppf(law: Law, log_q: jax.Array, log_p: jax.Array) -> jax.Array:
+@jax.jit
+def _bisect_ppf(law: Law, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array:
     """inf {x in [0, 1] : F(x) >= q} by bisection, comparing in the better-conditioned tail.
 
     Below the median the test is log F(x) < log q; above it, log S(x) > log(1 - q): the same
-    event, but the survival form resolves q within one ulp of 1.
+    event, but the survival form resolves q within one ulp of 1. The `ppf_log` of the laws
+    without a closed-form quantile.
     """
+    log_q, log_p = jnp.asarray(log_q), jnp.asarray(log_p)
     dtype = _float_dtype(log_q, log_p)
     lower_tail = log_q < jnp.log(jnp.asarray(0.5, dtype))
     shape = jnp.broadcast_shapes(
@@ -81,9 +86,21 @@ def _bisect_ppf(law: Law, log_q: jax.Array, log_p: jax.Array) -> jax.Array:
     return hi
 
 
+@jax.jit
 def _ppf_via_logs(law: Law, q: ArrayLike) -> jax.Array:
+    """F^-1(q) through the law's `ppf_log`: the `ppf` of the laws that only have that."""
     q = jnp.asarray(q, _float_dtype(q))
     return law.ppf_log(jnp.log(q), jnp.log1p(-q))
+
+
+def _from_core(function):
+    """The law method x -> function(x, mu, sigma) of the core's truncated normal, jitted."""
+
+    def method(self, x: ArrayLike) -> jax.Array:
+        return function(x, self.mu, self.sigma)
+
+    method.__name__ = method.__qualname__ = function.__name__
+    return jax.jit(method)
 
 
 class TruncNormal(NamedTuple):
@@ -97,6 +114,11 @@ class TruncNormal(NamedTuple):
     mu: jax.Array
     sigma: jax.Array
 
+    cdf = _from_core(truncnorm.cdf)
+    log_cdf = _from_core(truncnorm.logcdf)
+    log_sf = _from_core(truncnorm.logsf)
+    ppf = _from_core(truncnorm.ppf)
+
     @functools.partial(jax.jit, static_argnames=("shape",))
     def sample(self, key: jax.Array, shape: tuple[int, ...] | None = None) -> jax.Array:
         shape = (
@@ -107,22 +129,6 @@ class TruncNormal(NamedTuple):
         return truncnorm.sample(
             key, self.mu, self.sigma, shape=shape, dtype=_float_dtype(self.mu, self.sigma)
         )
-
-    @jax.jit
-    def cdf(self, x: ArrayLike) -> jax.Array:
-        return truncnorm.cdf(x, self.mu, self.sigma)
-
-    @jax.jit
-    def log_cdf(self, x: ArrayLike) -> jax.Array:
-        return truncnorm.logcdf(x, self.mu, self.sigma)
-
-    @jax.jit
-    def log_sf(self, x: ArrayLike) -> jax.Array:
-        return truncnorm.logsf(x, self.mu, self.sigma)
-
-    @jax.jit
-    def ppf(self, q: ArrayLike) -> jax.Array:
-        return truncnorm.ppf(q, self.mu, self.sigma)
 
     @jax.jit
     def ppf_log(self, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array:
@@ -156,32 +162,27 @@ class Beta(NamedTuple):
 
     @jax.jit
     def log_cdf(self, x: ArrayLike) -> jax.Array:
-        # Above the mean, 1 - I_{1-x}(b, a) keeps the tiny survival part of a CDF near 1.
-        x = jnp.clip(jnp.asarray(x, _float_dtype(x, self.a)), 0.0, 1.0)
-        upper = x > self.a / (self.a + self.b)
-        return jnp.where(
-            upper,
-            jnp.log1p(-betainc(self.b, self.a, 1.0 - x)),
-            jnp.log(betainc(self.a, self.b, x)),
-        )
+        upper, below, above = self._masses(x)
+        return jnp.where(upper, jnp.log1p(-above), jnp.log(below))
 
     @jax.jit
     def log_sf(self, x: ArrayLike) -> jax.Array:
+        upper, below, above = self._masses(x)
+        return jnp.where(upper, jnp.log(above), jnp.log1p(-below))
+
+    def _masses(self, x: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(x above the mean, I_x(a, b), I_{1-x}(b, a)): F(x) and S(x) = 1 - F(x) written directly.
+
+        Above the mean the survival mass I_{1-x}(b, a) keeps the tiny tail a CDF near 1
+        rounds away, so the log CDF and log survival function use whichever side is small.
+        """
         x = jnp.clip(jnp.asarray(x, _float_dtype(x, self.a)), 0.0, 1.0)
         upper = x > self.a / (self.a + self.b)
-        return jnp.where(
-            upper,
-            jnp.log(betainc(self.b, self.a, 1.0 - x)),
-            jnp.log1p(-betainc(self.a, self.b, x)),
-        )
+        return upper, betainc(self.a, self.b, x), betainc(self.b, self.a, 1.0 - x)
 
-    @jax.jit
-    def ppf(self, q: ArrayLike) -> jax.Array:
-        return _ppf_via_logs(self, q)
-
-    @jax.jit
-    def ppf_log(self, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array:
-        return _bisect_ppf(self, jnp.asarray(log_q), jnp.asarray(log_p))
+    # Quantiles by bisection (jitted functions of the law, bound as methods).
+    ppf = _ppf_via_logs
+    ppf_log = _bisect_ppf
 
     def mean(self) -> jax.Array:
         """E[s] = a / (a + b)."""
@@ -232,15 +233,12 @@ class PointMass(NamedTuple):
 
     @jax.jit
     def log_cdf(self, x: ArrayLike) -> jax.Array:
-        return jnp.where(jnp.asarray(x) >= self.loc, 0.0, -jnp.inf).astype(
-            _float_dtype(x, self.loc)
-        )
+        return jnp.log(self.cdf(x))
 
     @jax.jit
     def log_sf(self, x: ArrayLike) -> jax.Array:
-        return jnp.where(jnp.asarray(x) >= self.loc, -jnp.inf, 0.0).astype(
-            _float_dtype(x, self.loc)
-        )
+        # F is exactly 0 or 1, so log(1 - F) is exact (0 or -inf).
+        return jnp.log(1.0 - self.cdf(x))
 
     @jax.jit
     def ppf(self, q: ArrayLike) -> jax.Array:
@@ -285,25 +283,19 @@ class Mixture(NamedTuple):
 
     @jax.jit
     def log_cdf(self, x: ArrayLike) -> jax.Array:
-        return jnp.logaddexp(
-            jnp.log(self.weight) + self.first.log_cdf(x),
-            jnp.log1p(-self.weight) + self.second.log_cdf(x),
-        )
+        return self._log_mix(self.first.log_cdf(x), self.second.log_cdf(x))
 
     @jax.jit
     def log_sf(self, x: ArrayLike) -> jax.Array:
-        return jnp.logaddexp(
-            jnp.log(self.weight) + self.first.log_sf(x),
-            jnp.log1p(-self.weight) + self.second.log_sf(x),
-        )
+        return self._log_mix(self.first.log_sf(x), self.second.log_sf(x))
 
-    @jax.jit
-    def ppf(self, q: ArrayLike) -> jax.Array:
-        return _ppf_via_logs(self, q)
+    def _log_mix(self, log_first: jax.Array, log_second: jax.Array) -> jax.Array:
+        """log(w e^log_first + (1 - w) e^log_second), in log space."""
+        return jnp.logaddexp(jnp.log(self.weight) + log_first, jnp.log1p(-self.weight) + log_second)
 
-    @jax.jit
-    def ppf_log(self, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array:
-        return _bisect_ppf(self, jnp.asarray(log_q), jnp.asarray(log_p))
+    # Quantiles by bisection (jitted functions of the law, bound as methods).
+    ppf = _ppf_via_logs
+    ppf_log = _bisect_ppf
 
 
 class Empirical(NamedTuple):
@@ -341,9 +333,7 @@ class Empirical(NamedTuple):
         x = jnp.asarray(x)[..., None]
         return jnp.log(jnp.mean(self.pool > x, axis=-1, dtype=_float_dtype(self.pool)))
 
-    @jax.jit
-    def ppf(self, q: ArrayLike) -> jax.Array:
-        return _ppf_via_logs(self, q)
+    ppf = _ppf_via_logs
 
     @jax.jit
     def ppf_log(self, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array:
@@ -455,11 +445,7 @@ def sample_max_full(
     Returns:
         Maxima of shape `shape`.
     """
-    full = tuple(shape) + (int(n),)
-    if rho is None:
-        draws = with_sample_axis(law).sample(key, full)
-    else:
-        draws = sample_copula(law, key, rho, full)
+    draws = sample_exchangeable(law, key, tuple(shape) + (int(n),), rho)
     return jnp.max(draws, axis=-1)
 
 
@@ -488,6 +474,27 @@ def sample_copula(law: Law, key: jax.Array, rho: ArrayLike, shape: tuple[int, ..
     own = jax.random.normal(own_key, tuple(shape), dtype)
     z = jnp.sqrt(rho) * shared + jnp.sqrt(1.0 - rho) * own
     return with_sample_axis(law).ppf_log(log_ndtr(z), log_ndtr(-z))
+
+
+def sample_exchangeable(
+    law: Law, key: jax.Array, shape: tuple[int, ...], rho: ArrayLike | None = None
+) -> jax.Array:
+    """Rows of exchangeable scores: i.i.d. draws, or the Gaussian copula of `sample_copula`.
+
+    Args:
+        law: law of each score; its parameters broadcast to `shape[:-1]` (one law per row).
+        key: PRNG key.
+        shape: output shape; the last axis holds one row's samples.
+        rho: equicorrelation in [0, 1), broadcasting against `shape[:-1]`. None, or a
+            concrete 0, draws i.i.d. scores directly (no copula transform); a traced value
+            always goes through the copula.
+
+    Returns:
+        Scores of shape `shape`.
+    """
+    if rho is None or (not is_traced(rho) and np.all(np.asarray(rho) == 0)):
+        return with_sample_axis(law).sample(key, shape)
+    return sample_copula(law, key, rho, shape)
 
 
 def with_sample_axis(law: Law) -> Law:

@@ -19,7 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
+
+from optscale_jax.logs import Log
 from optscale_jax.sim import laws
+from optscale_jax.sim.populations import noisy_prior
 
 
 def synthetic_log(
@@ -38,7 +41,7 @@ def synthetic_log(
     link_midpoint: float = 0.8,
     distractors: int = 3,
     prior_noise: float | None = 0.05,
-):
+) -> Log:
     """A log of `len(mu)` questions with `k` samples each, in the replay schema.
 
     Args:
@@ -62,56 +65,66 @@ def synthetic_log(
         `optscale_jax.logs.Log` with scores, tokens, answers, correct, gold and (optionally)
         prior_mu / prior_sigma.
     """
-    from optscale_jax.logs import Log
-
     mu = np.atleast_1d(np.asarray(mu, np.float64))
     sigma = np.atleast_1d(np.asarray(sigma, np.float64))
     _check_args(mu, sigma, k, rho, ids, median_tokens, link_slope, distractors, prior_noise)
     questions = mu.shape[0]
-    if law is None:
-        law = laws.TruncNormal(jnp.asarray(mu), jnp.asarray(sigma))
-    key = jax.random.key(seed)
-    if rho > 0:
-        scores = laws.sample_copula(law, key, rho, (questions, k))
-    else:
-        scores = laws.with_sample_axis(law).sample(key, (questions, k))
+    law = laws.TruncNormal(jnp.asarray(mu), jnp.asarray(sigma)) if law is None else law
+    scores = laws.sample_exchangeable(law, jax.random.key(seed), (questions, k), rho)
     scores = np.clip(np.asarray(scores, np.float64), 0.0, 1.0)
-
+    # One generator, drawn in a fixed order: lengths, correctness, answers, prior.
     rng = np.random.default_rng(seed)
-    question_median = median_tokens * np.exp(question_token_spread * rng.standard_normal(questions))
-    tokens = question_median[:, None] * np.exp(
-        sample_token_spread * rng.standard_normal((questions, k))
+    tokens = _token_counts(
+        rng, scores.shape, median_tokens, question_token_spread, sample_token_spread
     )
-    tokens = np.maximum(np.rint(tokens), 1.0)
+    correct, gold, wrong = _correctness(rng, scores, link_slope, link_midpoint, distractors)
+    prior = None if prior_noise is None else noisy_prior(mu, sigma, prior_noise, rng)
+    ids = ids if ids is not None else [f"sim-{q:05d}" for q in range(questions)]
+    records = _records(ids, scores, tokens, correct, gold, wrong, prior)
+    return Log.from_records(records, source=f"synthetic(seed={seed})")
 
+
+def _token_counts(rng, shape, median_tokens, question_spread, sample_spread) -> np.ndarray:
+    """Tokens `[Q, k]`: lognormal around a per-question median, itself lognormal."""
+    questions, k = shape
+    question_median = median_tokens * np.exp(question_spread * rng.standard_normal(questions))
+    tokens = question_median[:, None] * np.exp(sample_spread * rng.standard_normal((questions, k)))
+    return np.maximum(np.rint(tokens), 1.0)
+
+
+def _correctness(rng, scores, link_slope, link_midpoint, distractors):
+    """(correct `[Q, k]`, gold `[Q]`, wrong answer `[Q, k]`) from the score-to-correctness link.
+
+    Each question's gold is a distinct integer; its distractors are gold + 1 .. gold + d,
+    picked with weights 1/j.
+    """
+    questions, k = scores.shape
     p_correct = 1.0 / (1.0 + np.exp(-link_slope * (scores - link_midpoint)))
     correct = rng.random((questions, k)) < p_correct
-    answers_pool = np.arange(1, distractors + 1)
-    wrong_weights = 1.0 / answers_pool
+    wrong_weights = 1.0 / np.arange(1, distractors + 1)
     wrong_pick = rng.choice(distractors, size=(questions, k), p=wrong_weights / wrong_weights.sum())
-    # Each question's gold is a distinct integer; its distractors are gold + 1 .. gold + d.
-    gold_values = rng.integers(10, 10_000, questions) * (distractors + 1)
-    if prior_noise is not None:
-        prior_mu = mu + prior_noise * rng.standard_normal(questions)
-        prior_sigma = np.maximum(sigma + prior_noise * rng.standard_normal(questions), 1e-3)
+    gold = rng.integers(10, 10_000, questions) * (distractors + 1)
+    return correct, gold, gold[:, None] + 1 + wrong_pick
 
-    ids = ids if ids is not None else [f"sim-{q:05d}" for q in range(questions)]
+
+def _records(ids, scores, tokens, correct, gold, wrong, prior) -> list[dict]:
+    """The log's lines, one per question; `prior` is None or (prior_mu, prior_sigma)."""
     records = []
-    for q in range(questions):
-        gold = str(gold_values[q])
-        wrong = [str(gold_values[q] + 1 + j) for j in wrong_pick[q]]
+    for q, question_id in enumerate(ids):
+        gold_text = str(gold[q])
+        answers = [gold_text if c else str(w) for c, w in zip(correct[q], wrong[q], strict=True)]
         record = {
-            "id": ids[q],
+            "id": question_id,
             "scores": scores[q].tolist(),
             "tokens": tokens[q].tolist(),
-            "answers": [gold if c else w for c, w in zip(correct[q], wrong, strict=True)],
+            "answers": answers,
             "correct": correct[q].tolist(),
-            "gold": gold,
+            "gold": gold_text,
         }
-        if prior_noise is not None:
-            record["prior"] = {"mu": float(prior_mu[q]), "sigma": float(prior_sigma[q])}
+        if prior is not None:
+            record["prior"] = {"mu": float(prior[0][q]), "sigma": float(prior[1][q])}
         records.append(record)
-    return Log.from_records(records, source=f"synthetic(seed={seed})")
+    return records
 
 
 def _check_args(mu, sigma, k, rho, ids, median_tokens, link_slope, distractors, prior_noise):

@@ -7,16 +7,16 @@ score means and standard deviations, moment-matched to a truncated normal), and 
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import pathlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from optscale_jax.estimation import moment_match, moment_match_status  # noqa: F401 (re-exported)
+from optscale_jax.io import iter_jsonl, read_csv
 
 
 class Population(NamedTuple):
@@ -91,24 +91,17 @@ def math_train(path: str | os.PathLike | None = None) -> Population:
         from optscale_jax import datasets
 
         path = datasets.data_path(datasets.MATH_TRAIN_PRM_STATS)
-    path = pathlib.Path(path)
     means, stds, ids = [], [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                mean, std = float(record["prm_mean"]), float(record["prm_std"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise ValueError(
-                    f"{path}:{number}: need numbers prm_mean, prm_std ({error})"
-                ) from None
-            if not (0 < mean < 1 and std > 0 and math.isfinite(std)):
-                raise ValueError(f"{path}:{number}: prm_mean must be in (0, 1), prm_std > 0")
-            means.append(mean)
-            stds.append(std)
-            ids.append(str(record.get("unique_id", number)))
+    for number, record in iter_jsonl(path):
+        try:
+            mean, std = float(record["prm_mean"]), float(record["prm_std"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}:{number}: need numbers prm_mean, prm_std ({error})") from None
+        if not (0 < mean < 1 and std > 0 and math.isfinite(std)):
+            raise ValueError(f"{path}:{number}: prm_mean must be in (0, 1), prm_std > 0")
+        means.append(mean)
+        stds.append(std)
+        ids.append(str(record.get("unique_id", number)))
     if not means:
         raise ValueError(f"{path}: no questions")
     mean, std = np.array(means), np.array(stds)
@@ -135,21 +128,11 @@ def read_table(path: str | os.PathLike) -> Population:
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"population table {path} does not exist")
-    rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8", newline="") as handle:
-        if path.suffix in (".jsonl", ".json"):
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        rows.append((number, json.loads(line)))
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-        else:
-            reader = csv.DictReader(handle)
-            missing = {"mu", "sigma"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-            rows = [(number, row) for number, row in enumerate(reader, 2)]
+    if path.suffix in (".jsonl", ".json"):
+        rows = list(iter_jsonl(path))
+    else:
+        # Line 1 is the header.
+        rows = list(enumerate(read_csv(path, required=("mu", "sigma")), 2))
     mus, sigmas, ids = [], [], []
     for number, row in rows:
         try:
@@ -167,17 +150,21 @@ def read_table(path: str | os.PathLike) -> Population:
     return Population(np.array(mus), np.array(sigmas), nan, nan.copy(), ids, str(path))
 
 
+# Populations known by name (`load`); any other name is a path to a table.
+NAMED: dict[str, Callable[[], Population]] = {"math": math_train}
+
+
 def load(spec: str) -> Population:
-    """A population by name: `math` (shipped MATH train stats) or a path to a table.
+    """A population by name (`math`: the shipped MATH train statistics) or a path to a table.
 
     Args:
-        spec: `math`, or a CSV/JSONL path (see `read_table`).
+        spec: a key of `NAMED`, or a CSV/JSONL path (see `read_table`).
 
     Returns:
         The population.
     """
-    if spec == "math":
-        return math_train()
+    if spec in NAMED:
+        return NAMED[spec]()
     return read_table(spec)
 
 
@@ -185,3 +172,25 @@ def resample(population: Population, size: int, seed: int) -> Population:
     """`size` questions drawn with replacement (numpy Generator seeded by `seed`)."""
     index = np.random.default_rng(seed).integers(0, len(population), size)
     return population.take(index)
+
+
+def noisy_prior(
+    mu: np.ndarray, sigma: np.ndarray, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prior centres a predictor with error `noise` would give: true value + N(0, noise^2).
+
+    The mu noise is drawn first, then the sigma noise; sigma's centre is kept at or above
+    1e-3 (the core's lower bound).
+
+    Args:
+        mu: true locations `[Q]`.
+        sigma: true scales `[Q]`.
+        noise: standard deviation of the error (>= 0).
+        rng: the generator the noise is drawn from.
+
+    Returns:
+        (prior_mu, prior_sigma), each `[Q]`.
+    """
+    prior_mu = mu + noise * rng.standard_normal(len(mu))
+    prior_sigma = np.maximum(sigma + noise * rng.standard_normal(len(mu)), 1e-3)
+    return prior_mu, prior_sigma

@@ -11,6 +11,10 @@ Each study returns table rows (dicts) with Monte Carlo standard errors; `optscal
 - `misspec_study`: the same policies with a truncated-normal model when the truth is Beta,
   a mixture (saturated or failing verifier, a second mode) or correlated (rho).
 
+The policy studies share one loop (`_policy_study`): each is a sequence of truths (`_Truth`:
+the law, the oracles' N*, the priors), simulated in blocks of questions and turned into one
+row per (policy, s_min, alpha). A new truth family is one entry of `_TRUTHS`.
+
 Coverage is the probability that the best drawn score reaches s_min, averaged over the
 questions of a population and over simulated paths. Standard errors are conditional on the
 questions: sqrt(sum_q p_q (1 - p_q) / T) / Q with T paths per question.
@@ -19,17 +23,26 @@ questions: sqrt(sum_q p_q (1 - p_q) / T) / Q with T paths per question.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from optscale_jax.sim import laws
-from optscale_jax.sim.populations import Population, moment_match
 
-from optscale_jax import confidence, optimal_n, optimal_n_from_log_cdf, policies, truncnorm
+from optscale_jax import (
+    confidence,
+    optimal_n,
+    optimal_n_from_log_cdf,
+    policies,
+    truncnorm,
+    validation,
+)
+from optscale_jax._numerics import log1mexp
+from optscale_jax.sim import laws
+from optscale_jax.sim.populations import Population, moment_match, noisy_prior
 
 COVERAGE_COLUMNS = (
     "family",
@@ -74,11 +87,63 @@ POLICY_COLUMNS = (
 _BLOCK_ELEMENTS = 1 << 21
 
 
+def coverage_block_trials(cells: int, trials: int) -> int:
+    """Trials per block when `cells` cells are simulated together: a block holds at most
+    about 2^21 draws (a short last block keeps this shape and is masked)."""
+    return max(1, min(trials, _BLOCK_ELEMENTS // cells))
+
+
 def _binomial_se(p: np.ndarray, trials: int) -> np.ndarray:
     return np.sqrt(np.maximum(p * (1.0 - p), 0.0) / trials)
 
 
+def _float():
+    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+
+
+def _check_grid(s_mins: Sequence[float], alphas: Sequence[float], rhos: Sequence[float]) -> None:
+    """The thresholds, targets and correlations every study crosses."""
+    validation.check_unit(np.asarray(s_mins, np.float64), "s_min")
+    validation.check_open_unit(np.asarray(alphas, np.float64), "alpha")
+    for rho in rhos:
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must lie in [0, 1), got {rho}")
+
+
 # --------------------------------------------------------------------------- coverage
+
+
+class _CoverageCells(NamedTuple):
+    """One cell per (rho, s_min, alpha, question): the values as given and their closed forms."""
+
+    given: list[tuple[Any, Any, Any, Any, Any]]  # (mu, sigma, s_min, alpha, rho)
+    rho: np.ndarray
+    n_star: np.ndarray  # N* with the true parameters
+    nominal: np.ndarray  # 1 - F(s_min)^N*
+    nominal_less: np.ndarray  # 1 - F(s_min)^(N* - 1)
+    log_f: np.ndarray  # log F(s_min)
+    z_min: np.ndarray  # Phi^-1(F(s_min)), the threshold of the copula's latent normal
+
+
+def _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n) -> _CoverageCells:
+    given = list(
+        (m, s, s_min, alpha, rho)
+        for rho, s_min, alpha, (m, s) in itertools.product(
+            rhos, s_mins, alphas, zip(mu, sigma, strict=True)
+        )
+    )
+    cm, cs, cq, ca, cr = (np.array(c, np.float64) for c in zip(*given, strict=True))
+    n_star = np.asarray(optimal_n(cm, cs, cq, ca, max_n), np.int64)
+    log_f = np.asarray(truncnorm.logcdf(cq, cm, cs))
+    return _CoverageCells(
+        given,
+        cr,
+        n_star,
+        nominal=np.asarray(confidence(cm, cs, cq, n_star)),
+        nominal_less=np.asarray(confidence(cm, cs, cq, n_star - 1)),
+        log_f=log_f,
+        z_min=np.asarray(laws.normal_ppf_log(log_f, truncnorm.logsf(cq, cm, cs))),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("trials", "correlated"))
@@ -105,7 +170,7 @@ def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated
 
         def reached(n):
             log_q = log_u / n
-            top = laws.normal_ppf_log(log_q, laws._log1mexp(log_q))
+            top = laws.normal_ppf_log(log_q, log1mexp(log_q))
             return shared + jnp.sqrt(1.0 - rho) * top >= z_min
 
         covered, covered_less = reached(n), reached(less)
@@ -118,6 +183,62 @@ def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated
         jnp.sum(counted & covered, axis=0, dtype=jnp.int32),
         jnp.sum(counted & covered_less, axis=0, dtype=jnp.int32),
     )
+
+
+def _count_covered(
+    cells: _CoverageCells, trials: int, seed: int, progress: Callable[[int], Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Covered trials per cell at N* and at N* - 1; i.i.d. and copula cells in two groups."""
+    covered = np.zeros(len(cells.given), np.int64)
+    covered_less = np.zeros(len(cells.given), np.int64)
+    dtype = _float()
+    key = jax.random.key(seed)
+    for correlated in (False, True):
+        group = np.flatnonzero((cells.rho > 0) == correlated)
+        if group.size == 0:
+            continue
+        block = coverage_block_trials(group.size, trials)
+        inputs = (
+            jnp.asarray(cells.log_f[group], dtype),
+            jnp.asarray(cells.z_min[group], dtype),
+            jnp.asarray(cells.rho[group], dtype),
+            jnp.asarray(cells.n_star[group], jnp.int32),
+        )
+        for done in range(0, trials, block):
+            size = min(block, trials - done)
+            key, sub = jax.random.split(key)
+            # A short last block keeps the block's shape (no recompilation); the rest is masked.
+            hits, hits_less = _coverage_block(
+                sub, *inputs, size, trials=block, correlated=correlated
+            )
+            covered[group] += np.asarray(hits)
+            covered_less[group] += np.asarray(hits_less)
+            if progress is not None:
+                progress(size)
+    return covered, covered_less
+
+
+def _coverage_row(cells: _CoverageCells, i: int, covered, covered_less, trials, max_n) -> dict:
+    m, s, s_min, alpha, rho = cells.given[i]
+    p, p_less = covered / trials, covered_less / trials
+    return {
+        "family": "truncnorm",
+        "rho": rho,
+        "mu": m,
+        "sigma": s,
+        "s_min": s_min,
+        "alpha": alpha,
+        "n_star": int(cells.n_star[i]),
+        "nominal": float(cells.nominal[i]),
+        "coverage": p,
+        "coverage_se": float(_binomial_se(p, trials)),
+        "trials": trials,
+        "capped": bool(cells.n_star[i] >= max_n and cells.nominal[i] < alpha),
+        "n_star_minus_one_nominal": float(cells.nominal_less[i]),
+        "n_star_minus_one_coverage": p_less,
+        "n_star_minus_one_coverage_se": float(_binomial_se(p_less, trials)),
+        "method": "exact-max copula" if rho > 0 else "exact-max",
+    }
 
 
 def coverage_study(
@@ -157,107 +278,97 @@ def coverage_study(
     sigma = np.asarray(sigma, np.float64).ravel()
     if mu.shape != sigma.shape:
         raise ValueError(f"mu and sigma must have the same length, got {mu.size} and {sigma.size}")
-    _check_rhos(rhos)
+    _check_grid(s_mins, alphas, rhos)
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    cells = [
-        (m, s, s_min, alpha, rho)
-        for rho in rhos
-        for s_min in s_mins
-        for alpha in alphas
-        for m, s in zip(mu, sigma, strict=True)
+    cells = _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n)
+    covered, covered_less = _count_covered(cells, trials, seed, progress)
+    return [
+        _coverage_row(cells, i, covered[i], covered_less[i], trials, max_n)
+        for i in range(len(cells.given))
     ]
-    dtype = _float()
-    cm, cs, cq, ca, cr = (np.array(c, np.float64) for c in zip(*cells, strict=True))
-    n_star = np.asarray(optimal_n(cm, cs, cq, ca, max_n), np.int64)
-    nominal = np.asarray(confidence(cm, cs, cq, n_star))
-    nominal_less = np.asarray(confidence(cm, cs, cq, n_star - 1))
-    log_fs = np.asarray(truncnorm.logcdf(cq, cm, cs))
-    z_mins = np.asarray(laws.normal_ppf_log(log_fs, truncnorm.logsf(cq, cm, cs)))
-
-    covered = np.zeros(len(cells), np.int64)
-    covered_less = np.zeros(len(cells), np.int64)
-    key = jax.random.key(seed)
-    for correlated in (False, True):
-        group = np.flatnonzero((cr > 0) == correlated)
-        if group.size == 0:
-            continue
-        block = max(1, min(trials, _BLOCK_ELEMENTS // group.size))
-        log_f = jnp.asarray(log_fs[group], dtype)
-        z_min = jnp.asarray(z_mins[group], dtype)
-        rho = jnp.asarray(cr[group], dtype)
-        n_group = jnp.asarray(n_star[group], jnp.int32)
-        done = 0
-        while done < trials:
-            size = min(block, trials - done)
-            key, sub = jax.random.split(key)
-            # A short last block keeps the block's shape (no recompilation); the rest is masked.
-            hits, hits_less = _coverage_block(
-                sub, log_f, z_min, rho, n_group, size, trials=block, correlated=correlated
-            )
-            covered[group] += np.asarray(hits)
-            covered_less[group] += np.asarray(hits_less)
-            done += size
-            if progress is not None:
-                progress(size)
-
-    rows = []
-    for i, (m, s, s_min, alpha, rho) in enumerate(cells):
-        p = covered[i] / trials
-        p_less = covered_less[i] / trials
-        rows.append(
-            {
-                "family": "truncnorm",
-                "rho": rho,
-                "mu": m,
-                "sigma": s,
-                "s_min": s_min,
-                "alpha": alpha,
-                "n_star": int(n_star[i]),
-                "nominal": float(nominal[i]),
-                "coverage": p,
-                "coverage_se": float(_binomial_se(p, trials)),
-                "trials": trials,
-                "capped": bool(n_star[i] >= max_n and nominal[i] < alpha),
-                "n_star_minus_one_nominal": float(nominal_less[i]),
-                "n_star_minus_one_coverage": p_less,
-                "n_star_minus_one_coverage_se": float(_binomial_se(p_less, trials)),
-                "method": "exact-max copula" if rho > 0 else "exact-max",
-            }
-        )
-    return rows
 
 
 # --------------------------------------------------------------------------- policies
 
 
-def _check_rhos(rhos: Sequence[float]) -> None:
-    for rho in rhos:
-        if not 0.0 <= rho < 1.0:
-            raise ValueError(f"rho must lie in [0, 1), got {rho}")
+class _PolicyGrid(NamedTuple):
+    """The settings a policy study applies to every truth (validated; static under jit)."""
+
+    s_mins: tuple[float, ...]
+    alphas: tuple[float, ...]
+    paths: int
+    max_n: int
+    peek: int
+    min_samples: int
+    prior_scale: tuple[float, float]
 
 
-def _float():
-    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+class _Truth(NamedTuple):
+    """One simulated truth of a policy study, labelled (family, rho) in its rows.
+
+    Attributes:
+        family: the truth's family (`MISSPEC_FAMILIES`).
+        rho: copula correlation of the simulated paths (0 = i.i.d.).
+        law: the true score law, batch shape `[Q]`.
+        oracle_n: `[O, S, A, Q]` N* of the oracle policies.
+        prior_mu: `[P, Q]` prior centres of the OptScalet variants (P may be 0).
+        prior_sigma: `[P, Q]`.
+    """
+
+    family: str
+    rho: float
+    law: laws.Law
+    oracle_n: np.ndarray
+    prior_mu: np.ndarray
+    prior_sigma: np.ndarray
+
+
+def _policy_grid(s_mins, alphas, rhos, paths, max_n, peek, min_samples, prior_scale) -> _PolicyGrid:
+    _check_grid(s_mins, alphas, rhos)
+    if paths < 1:
+        raise ValueError(f"paths must be >= 1, got {paths}")
+    if max_n < 2:
+        raise ValueError(f"max_n must be >= 2, got {max_n}")
+    if not 1 <= peek <= max_n:
+        raise ValueError(f"peek must lie in [1, max_n], got {peek}")
+    if not 1 <= min_samples <= max_n:
+        raise ValueError(f"min_samples must lie in [1, max_n], got {min_samples}")
+    return _PolicyGrid(
+        tuple(float(s) for s in s_mins),
+        tuple(float(a) for a in alphas),
+        paths,
+        max_n,
+        peek,
+        min_samples,
+        tuple(prior_scale),
+    )
+
+
+def _outcome(best, samples, s_min):
+    """Per-question (coverage, mean n, mean n^2, capped fraction) of drawing `samples` per path."""
+    samples = jnp.broadcast_to(samples, best.shape[:2])
+    reached = jnp.take_along_axis(best, (samples - 1)[..., None], axis=2)[..., 0] >= s_min
+    n = samples.astype(best.dtype)
+    return (
+        jnp.mean(reached, axis=1, dtype=best.dtype),
+        jnp.mean(n, axis=1),
+        jnp.mean(n * n, axis=1),
+        jnp.mean(samples >= best.shape[-1], axis=1, dtype=best.dtype),
+    )
 
 
 @functools.partial(
     jax.jit, static_argnames=("s_mins", "alphas", "max_n", "peek", "min_samples", "prior_scale")
 )
 def _policy_block(
-    scores,
-    oracle_n,
-    prior_mu,
-    prior_sigma,
-    *,
-    s_mins,
-    alphas,
-    max_n,
-    peek,
-    min_samples,
+    scores, oracle_n, prior_mu, prior_sigma, *, s_mins, alphas, max_n, peek, min_samples,
     prior_scale,
-):
+):  # fmt: skip
     """Per-question outcomes of every policy on one block of simulated paths.
+
+    Policies in order: the oracles, `optscale0` (sequential MLE), `peek`, then one
+    sequential MAP rule per prior.
 
     Args:
         scores: `[c, T, K]` simulated scores (K = max_n).
@@ -278,60 +389,30 @@ def _policy_block(
                 scores, mask, prior_mu[p][:, None], prior_sigma[p][:, None], prior_scale
             )
         )
-    k = scores.shape[-1]
-
-    def outcome(samples, s_min):
-        samples = jnp.broadcast_to(samples, scores.shape[:2])
-        reached = jnp.take_along_axis(best, (samples - 1)[..., None], axis=2)[..., 0] >= s_min
-        n = samples.astype(scores.dtype)
-        return (
-            jnp.mean(reached, axis=1, dtype=scores.dtype),
-            jnp.mean(n, axis=1),
-            jnp.mean(n * n, axis=1),
-            jnp.mean(samples >= k, axis=1, dtype=scores.dtype),
-        )
-
     per_s = []
-    curves = []
     for si, s_min in enumerate(s_mins):
-        curves.append(jnp.mean(best >= s_min, axis=1, dtype=scores.dtype))
         log_fs = [truncnorm.logcdf(jnp.asarray(s_min, f.mu.dtype), f.mu, f.sigma) for f in fits]
         per_a = []
         for ai, alpha in enumerate(alphas):
-            results = [
-                outcome(oracle_n[o, si, ai][:, None], s_min) for o in range(oracle_n.shape[0])
-            ]
+            samples = [oracle_n[o, si, ai][:, None] for o in range(oracle_n.shape[0])]
             stars = [optimal_n_from_log_cdf(log_f, alpha, max_n) for log_f in log_fs]
-            results.append(outcome(policies.first_stop(stars[0], mask, min_samples, max_n), s_min))
-            results.append(outcome(policies.peek_samples(stars[0], mask, peek, max_n), s_min))
-            for star in stars[1:]:
-                results.append(outcome(policies.first_stop(star, mask, min_samples, max_n), s_min))
+            samples.append(policies.first_stop(stars[0], mask, min_samples, max_n))
+            samples.append(policies.peek_samples(stars[0], mask, peek, max_n))
+            samples += [policies.first_stop(star, mask, min_samples, max_n) for star in stars[1:]]
+            results = [_outcome(best, n, s_min) for n in samples]
             per_a.append([jnp.stack(r) for r in zip(*results, strict=True)])
         per_s.append([jnp.stack(r, axis=1) for r in zip(*per_a, strict=True)])
     stats = tuple(jnp.stack(r, axis=1) for r in zip(*per_s, strict=True))
-    return stats, jnp.stack(curves)
+    curves = jnp.stack([jnp.mean(best >= s_min, axis=1, dtype=scores.dtype) for s_min in s_mins])
+    return stats, curves
 
 
 def _simulate_policies(
-    truth: laws.Law,
-    oracle_n: np.ndarray,
-    prior_mu: np.ndarray,
-    prior_sigma: np.ndarray,
-    *,
-    rho: float,
-    s_mins: tuple[float, ...],
-    alphas: tuple[float, ...],
-    paths: int,
-    max_n: int,
-    peek: int,
-    min_samples: int,
-    prior_scale: tuple[float, float],
-    key: jax.Array,
-    progress: Callable[[int], Any] | None,
+    truth: _Truth, grid: _PolicyGrid, key: jax.Array, progress: Callable[[int], Any] | None
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Runs `_policy_block` over blocks of questions; returns the concatenated outcomes."""
-    questions = oracle_n.shape[-1]
-    block = max(1, min(questions, _BLOCK_ELEMENTS // (paths * max_n)))
+    questions = truth.oracle_n.shape[-1]
+    block = max(1, min(questions, _BLOCK_ELEMENTS // (grid.paths * grid.max_n)))
     stats_parts, curve_parts = [], []
     for start in range(0, questions, block):
         # Pad the last block by repeating its first question, so shapes (and jit) stay fixed.
@@ -339,24 +420,20 @@ def _simulate_policies(
         index = np.where(index >= start, index, start)
         valid = min(block, questions - start)
         key, sample_key = jax.random.split(key)
-        law = jax.tree.map(lambda p, index=index: p[index], truth)
-        shape = (block, paths, max_n)
-        if rho > 0:
-            scores = laws.sample_copula(laws.with_sample_axis(law), sample_key, rho, shape)
-        else:
-            law = laws.with_sample_axis(laws.with_sample_axis(law))
-            scores = law.sample(sample_key, shape)
+        law = laws.with_sample_axis(jax.tree.map(lambda p, index=index: p[index], truth.law))
+        shape = (block, grid.paths, grid.max_n)
+        scores = laws.sample_exchangeable(law, sample_key, shape, truth.rho)
         stats, curves = _policy_block(
             scores,
-            jnp.asarray(oracle_n[..., index], jnp.int32),
-            jnp.asarray(prior_mu[:, index], scores.dtype),
-            jnp.asarray(prior_sigma[:, index], scores.dtype),
-            s_mins=s_mins,
-            alphas=alphas,
-            max_n=max_n,
-            peek=peek,
-            min_samples=min_samples,
-            prior_scale=prior_scale,
+            jnp.asarray(truth.oracle_n[..., index], jnp.int32),
+            jnp.asarray(truth.prior_mu[:, index], scores.dtype),
+            jnp.asarray(truth.prior_sigma[:, index], scores.dtype),
+            s_mins=grid.s_mins,
+            alphas=grid.alphas,
+            max_n=grid.max_n,
+            peek=grid.peek,
+            min_samples=grid.min_samples,
+            prior_scale=grid.prior_scale,
         )
         stats_parts.append([np.asarray(s, np.float64)[..., :valid] for s in stats])
         curve_parts.append(np.asarray(curves, np.float64)[:, :valid])
@@ -366,91 +443,75 @@ def _simulate_policies(
     return stats, np.concatenate(curve_parts, axis=1)
 
 
-def _policy_rows(
-    names: list[str],
-    stats: tuple[np.ndarray, ...],
-    curves: np.ndarray,
-    *,
-    family: str,
-    rho: float,
-    s_mins: Sequence[float],
-    alphas: Sequence[float],
-    paths: int,
-    max_n: int,
-) -> list[dict[str, Any]]:
-    """Table rows from per-question outcomes, with the equal-cost fixed-N comparison.
+def _conditional_se(p_q: np.ndarray, paths: int) -> float:
+    """Standard error of mean_q p_q given the questions: sqrt(sum_q p_q (1 - p_q) / T) / Q."""
+    return float(np.sqrt(np.sum(p_q * (1 - p_q) / paths)) / p_q.shape[-1])
 
-    Fixed N at a fractional expected sample count n_bar draws floor(n_bar) or floor(n_bar) + 1
-    samples with probabilities making the mean n_bar: its coverage interpolates linearly
-    between the two integers (the same simulated paths, so the comparison is paired).
+
+def _fixed_n_coverage(curve: np.ndarray, n_bar: float, max_n: int) -> np.ndarray:
+    """Per-question coverage `[Q]` of fixed N at a fractional expected sample count n_bar.
+
+    Fixed N draws floor(n_bar) or floor(n_bar) + 1 samples with probabilities making the
+    mean n_bar: its coverage interpolates linearly between the two integers of `curve`
+    (`[Q, K]`, coverage at N = 1..K on the same paths, so the comparison is paired).
     """
-    covered, samples, samples_sq, capped = stats
-    questions = covered.shape[-1]
+    low = int(np.clip(math.floor(n_bar), 1, max_n))
+    high = min(low + 1, max_n)
+    weight = float(np.clip(n_bar - low, 0.0, 1.0))
+    return (1.0 - weight) * curve[:, low - 1] + weight * curve[:, high - 1]
+
+
+def _policy_measures(p_q, n_q, n_sq_q, capped_q, curve, alpha, grid: _PolicyGrid) -> dict:
+    """The measured columns of one (policy, s_min, alpha) row from per-question means."""
+    questions = p_q.shape[-1]
+    var_q = np.maximum(n_sq_q - n_q**2, 0.0)
+    n_bar = float(np.mean(n_q))
+    fixed_q = _fixed_n_coverage(curve, n_bar, grid.max_n)
+    coverage = float(np.mean(p_q))
+    return {
+        "coverage": coverage,
+        "coverage_se": _conditional_se(p_q, grid.paths),
+        "mean_samples": n_bar,
+        "mean_samples_se": float(np.sqrt(np.sum(var_q / grid.paths)) / questions),
+        "fixed_n": n_bar,
+        "fixed_n_coverage": float(np.mean(fixed_q)),
+        "fixed_n_coverage_se": _conditional_se(fixed_q, grid.paths),
+        "coverage_minus_alpha": coverage - alpha,
+        "capped_fraction": float(np.mean(capped_q)),
+        "questions": questions,
+        "paths": grid.paths,
+        "max_n": grid.max_n,
+    }
+
+
+def _policy_rows(names, stats, curves, truth: _Truth, grid: _PolicyGrid) -> list[dict[str, Any]]:
+    """One row per (policy, s_min, alpha), with the equal-cost fixed-N comparison."""
     rows = []
-    for pi, name in enumerate(names):
-        for si, s_min in enumerate(s_mins):
-            for ai, alpha in enumerate(alphas):
-                p_q = covered[pi, si, ai]
-                n_q = samples[pi, si, ai]
-                var_q = np.maximum(samples_sq[pi, si, ai] - n_q**2, 0.0)
-                n_bar = float(np.mean(n_q))
-                low = int(np.clip(math.floor(n_bar), 1, max_n))
-                high = min(low + 1, max_n)
-                weight = float(np.clip(n_bar - low, 0.0, 1.0))
-                fixed_q = (1.0 - weight) * curves[si, :, low - 1] + weight * curves[si, :, high - 1]
-                coverage = float(np.mean(p_q))
-                rows.append(
-                    {
-                        "policy": name,
-                        "family": family,
-                        "rho": rho,
-                        "alpha": alpha,
-                        "s_min": s_min,
-                        "coverage": coverage,
-                        "coverage_se": float(np.sqrt(np.sum(p_q * (1 - p_q) / paths)) / questions),
-                        "mean_samples": n_bar,
-                        "mean_samples_se": float(np.sqrt(np.sum(var_q / paths)) / questions),
-                        "fixed_n": n_bar,
-                        "fixed_n_coverage": float(np.mean(fixed_q)),
-                        "fixed_n_coverage_se": float(
-                            np.sqrt(np.sum(fixed_q * (1 - fixed_q) / paths)) / questions
-                        ),
-                        "coverage_minus_alpha": coverage - alpha,
-                        "capped_fraction": float(np.mean(capped[pi, si, ai])),
-                        "questions": questions,
-                        "paths": paths,
-                        "max_n": max_n,
-                    }
-                )
+    for (pi, name), (si, s_min), (ai, alpha) in itertools.product(
+        enumerate(names), enumerate(grid.s_mins), enumerate(grid.alphas)
+    ):
+        row = {"policy": name, "family": truth.family, "rho": truth.rho}
+        row |= {"alpha": alpha, "s_min": s_min}
+        row |= _policy_measures(*(stat[pi, si, ai] for stat in stats), curves[si], alpha, grid)
+        rows.append(row)
     return rows
 
 
-def _check_policy_args(s_mins, alphas, paths, max_n, peek, min_samples):
-    for s_min in s_mins:
-        if not 0.0 <= s_min <= 1.0:
-            raise ValueError(f"s_min must lie in [0, 1], got {s_min}")
-    for alpha in alphas:
-        if not 0.0 < alpha < 1.0:
-            raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    if paths < 1:
-        raise ValueError(f"paths must be >= 1, got {paths}")
-    if max_n < 2:
-        raise ValueError(f"max_n must be >= 2, got {max_n}")
-    if not 1 <= peek <= max_n:
-        raise ValueError(f"peek must lie in [1, max_n], got {peek}")
-    if not 1 <= min_samples <= max_n:
-        raise ValueError(f"min_samples must lie in [1, max_n], got {min_samples}")
-
-
-def _noisy_prior(population: Population, noise: float, rng: np.random.Generator):
-    """Prior centres a predictor with error `noise` would give: true value + N(0, noise^2).
-
-    sigma's centre is kept at or above 1e-3 (the core's lower bound).
-    """
-    questions = len(population)
-    prior_mu = population.mu + noise * rng.standard_normal(questions)
-    prior_sigma = np.maximum(population.sigma + noise * rng.standard_normal(questions), 1e-3)
-    return prior_mu, prior_sigma
+def _policy_study(
+    truths: Iterable[_Truth],
+    names: list[str],
+    grid: _PolicyGrid,
+    seed: int,
+    progress: Callable[[int], Any] | None,
+) -> list[dict[str, Any]]:
+    """Simulates every truth in turn (one PRNG key each) and returns all their rows."""
+    rows = []
+    key = jax.random.key(seed)
+    for truth in truths:
+        key, sub = jax.random.split(key)
+        stats, curves = _simulate_policies(truth, grid, sub, progress)
+        rows += _policy_rows(names, stats, curves, truth, grid)
+    return rows
 
 
 def _oracle_n(mu, sigma, s_mins, alphas, max_n) -> np.ndarray:
@@ -458,6 +519,16 @@ def _oracle_n(mu, sigma, s_mins, alphas, max_n) -> np.ndarray:
     mu, sigma = np.asarray(mu), np.asarray(sigma)
     return np.stack(
         [np.stack([np.asarray(optimal_n(mu, sigma, s, a, max_n)) for a in alphas]) for s in s_mins]
+    )
+
+
+def _law_oracle_n(law: laws.Law, s_mins, alphas, max_n) -> np.ndarray:
+    """`[S, A, Q]` N* = ceil(log(1 - alpha) / log F(s_min)) with the law's own CDF."""
+    return np.stack(
+        [
+            np.stack([np.asarray(optimal_n_from_log_cdf(law.log_cdf(s), a, max_n)) for a in alphas])
+            for s in s_mins
+        ]
     )
 
 
@@ -502,56 +573,68 @@ def adaptive_study(
     Returns:
         Rows with the columns of `POLICY_COLUMNS` (family `truncnorm`).
     """
-    s_mins, alphas = tuple(float(s) for s in s_mins), tuple(float(a) for a in alphas)
-    _check_policy_args(s_mins, alphas, paths, max_n, peek, min_samples)
-    _check_rhos(rhos)
+    grid = _policy_grid(s_mins, alphas, rhos, paths, max_n, peek, min_samples, prior_scale)
     rng = np.random.default_rng(seed)
-    priors = [_noisy_prior(population, noise, rng) for noise in prior_noises]
-    prior_mu = np.array([p[0] for p in priors]).reshape(len(priors), len(population))
-    prior_sigma = np.array([p[1] for p in priors]).reshape(len(priors), len(population))
+    priors = [noisy_prior(population.mu, population.sigma, x, rng) for x in prior_noises]
+    prior_mu = np.array([mu for mu, _ in priors]).reshape(len(priors), len(population))
+    prior_sigma = np.array([sigma for _, sigma in priors]).reshape(len(priors), len(population))
+    oracle = _oracle_n(population.mu, population.sigma, grid.s_mins, grid.alphas, max_n)[None]
+    law = truth_law("truncnorm", population)
+    truths = (_Truth("truncnorm", float(rho), law, oracle, prior_mu, prior_sigma) for rho in rhos)
     names = ["oracle", "optscale0", "peek"] + [f"optscalet(noise={x:g})" for x in prior_noises]
-    oracle = _oracle_n(population.mu, population.sigma, s_mins, alphas, max_n)[None]
-    dtype = _float()
-    truth = laws.TruncNormal(
-        jnp.asarray(population.mu, dtype), jnp.asarray(population.sigma, dtype)
-    )
-    rows = []
-    key = jax.random.key(seed)
-    for rho in rhos:
-        key, sub = jax.random.split(key)
-        stats, curves = _simulate_policies(
-            truth,
-            oracle,
-            prior_mu,
-            prior_sigma,
-            rho=float(rho),
-            s_mins=s_mins,
-            alphas=alphas,
-            paths=paths,
-            max_n=max_n,
-            peek=peek,
-            min_samples=min_samples,
-            prior_scale=tuple(prior_scale),
-            key=sub,
-            progress=progress,
-        )
-        rows += _policy_rows(
-            names,
-            stats,
-            curves,
-            family="truncnorm",
-            rho=float(rho),
-            s_mins=s_mins,
-            alphas=alphas,
-            paths=paths,
-            max_n=max_n,
-        )
-    return rows
+    return _policy_study(truths, names, grid, seed, progress)
 
 
 # --------------------------------------------------------------------------- misspecification
 
-MISSPEC_FAMILIES = ("truncnorm", "beta", "saturated", "zero-inflated", "bimodal")
+
+class _TruthParts(NamedTuple):
+    """What a misspecification family builds its law from (see `truth_law`)."""
+
+    population: Population
+    base: laws.TruncNormal  # TN(mu, sigma) of every question
+    weight: jax.Array  # the extra component's weight, per question
+    shift: float
+    moment_samples: int
+    seed: int
+
+
+def _beta_truth(parts: _TruthParts) -> laws.Law:
+    mean, std = parts.population.mean, parts.population.std
+    if np.any(~np.isfinite(mean)) or np.any(~np.isfinite(std)):
+        mean, std = law_moments(parts.base, parts.moment_samples, parts.seed)
+    dtype = parts.base.mu.dtype
+    return laws.beta_from_moments(jnp.asarray(mean, dtype), jnp.asarray(std, dtype))
+
+
+def _atom_truth(loc: float) -> Callable[[_TruthParts], laws.Law]:
+    def truth(parts: _TruthParts) -> laws.Law:
+        atom = laws.PointMass(jnp.full_like(parts.base.mu, loc))
+        return laws.Mixture(parts.weight, atom, parts.base)
+
+    return truth
+
+
+def _bimodal_truth(parts: _TruthParts) -> laws.Law:
+    mu, sigma = parts.base
+    return laws.Mixture(parts.weight, laws.TruncNormal(mu - parts.shift, sigma), parts.base)
+
+
+# Family -> its law from the parts; adding a family is one entry.
+_TRUTHS: dict[str, Callable[[_TruthParts], laws.Law]] = {
+    "truncnorm": lambda parts: parts.base,
+    "beta": _beta_truth,
+    "saturated": _atom_truth(1.0),
+    "zero-inflated": _atom_truth(0.0),
+    "bimodal": _bimodal_truth,
+}
+MISSPEC_FAMILIES = tuple(_TRUTHS)
+
+
+def _check_families(families: Sequence[str]) -> None:
+    for family in families:
+        if family not in _TRUTHS:
+            raise ValueError(f"families: unknown {family!r}; choose from {MISSPEC_FAMILIES}")
 
 
 def truth_law(
@@ -585,27 +668,15 @@ def truth_law(
     Returns:
         A law with batch shape `[Q]`.
     """
-    if family not in MISSPEC_FAMILIES:
+    if family not in _TRUTHS:
         raise ValueError(f"family must be one of {MISSPEC_FAMILIES}, got {family!r}")
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must lie in [0, 1], got {weight}")
     dtype = _float()
     mu = jnp.asarray(population.mu, dtype)
-    sigma = jnp.asarray(population.sigma, dtype)
-    base = laws.TruncNormal(mu, sigma)
+    base = laws.TruncNormal(mu, jnp.asarray(population.sigma, dtype))
     weights = jnp.full(mu.shape, weight, dtype)
-    if family == "truncnorm":
-        return base
-    if family == "beta":
-        mean, std = population.mean, population.std
-        if np.any(~np.isfinite(mean)) or np.any(~np.isfinite(std)):
-            mean, std = law_moments(base, moment_samples, seed)
-        return laws.beta_from_moments(jnp.asarray(mean, dtype), jnp.asarray(std, dtype))
-    if family == "saturated":
-        return laws.Mixture(weights, laws.PointMass(jnp.ones_like(mu)), base)
-    if family == "zero-inflated":
-        return laws.Mixture(weights, laws.PointMass(jnp.zeros_like(mu)), base)
-    return laws.Mixture(weights, laws.TruncNormal(mu - shift, sigma), base)
+    return _TRUTHS[family](_TruthParts(population, base, weights, shift, moment_samples, seed))
 
 
 def law_moments(law: laws.Law, samples: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -623,6 +694,32 @@ def law_moments(law: laws.Law, samples: int = 4096, seed: int = 0) -> tuple[np.n
     draws = laws.with_sample_axis(law).sample(jax.random.key(seed), tuple(batch) + (samples,))
     draws = np.asarray(draws, np.float64)
     return draws.mean(axis=-1), draws.std(axis=-1, ddof=1)
+
+
+def misspec_runs(families: Sequence[str], rhos: Sequence[float]) -> list[tuple[str, float]]:
+    """The (family, rho) truths `misspec_study` simulates, in order.
+
+    Each family i.i.d. when 0 is among `rhos`; then a correlated truncated normal per rho > 0.
+    """
+    runs = [(family, 0.0) for family in families] if 0.0 in [float(r) for r in rhos] else []
+    return runs + [("truncnorm", float(rho)) for rho in rhos if rho > 0]
+
+
+def _misspec_truth(population, family, rho, grid: _PolicyGrid, weight, shift, seed) -> _Truth:
+    """The truth of one run, with its two oracles: the true law's N* and the model's."""
+    law = truth_law(family, population, weight=weight, shift=shift, seed=seed)
+    if family == "truncnorm":
+        model_mu, model_sigma = population.mu, population.sigma
+    else:
+        model_mu, model_sigma = moment_match(*law_moments(law, seed=seed))
+    oracle = np.stack(
+        [
+            _law_oracle_n(law, grid.s_mins, grid.alphas, grid.max_n),
+            _oracle_n(model_mu, model_sigma, grid.s_mins, grid.alphas, grid.max_n),
+        ]
+    )
+    no_prior = np.zeros((0, len(population)))
+    return _Truth(family, rho, law, oracle, no_prior, no_prior)
 
 
 def misspec_study(
@@ -644,11 +741,12 @@ def misspec_study(
     """Plug-in policies with a truncated-normal model when the truth is not i.i.d. TN.
 
     Each family in `families` is simulated i.i.d. (rho = 0); each rho > 0 in `rhos` is
-    simulated with TN marginals under the Gaussian copula (family `truncnorm`).
-    Policies: `oracle` (N* from the true law's own CDF: what a correct model would do; for
-    rho > 0 the i.i.d. N* of the true marginal), `model-oracle` (N* from the truncated
-    normal with the true law's mean and std, i.e. what OptScale0 converges to with unlimited
-    data: the cost of the wrong family alone), `optscale0` and `peek`.
+    simulated with TN marginals under the Gaussian copula (family `truncnorm`); see
+    `misspec_runs`. Policies: `oracle` (N* from the true law's own CDF: what a correct
+    model would do; for rho > 0 the i.i.d. N* of the true marginal), `model-oracle` (N*
+    from the truncated normal with the true law's mean and std, i.e. what OptScale0
+    converges to with unlimited data: the cost of the wrong family alone), `optscale0` and
+    `peek`.
 
     Args:
         population: the questions (their TN parameters and, for Beta, their moments).
@@ -668,63 +766,12 @@ def misspec_study(
     Returns:
         Rows with the columns of `POLICY_COLUMNS`.
     """
-    s_mins, alphas = tuple(float(s) for s in s_mins), tuple(float(a) for a in alphas)
-    _check_policy_args(s_mins, alphas, paths, max_n, peek, min_samples)
-    _check_rhos(rhos)
-    runs = [(family, 0.0) for family in families] if 0.0 in [float(r) for r in rhos] else []
-    runs += [("truncnorm", float(rho)) for rho in rhos if rho > 0]
-    names = ["oracle", "model-oracle", "optscale0", "peek"]
-    no_prior = np.zeros((0, len(population)))
-    rows = []
-    key = jax.random.key(seed)
-    for run, (family, rho) in enumerate(runs):
-        truth = truth_law(family, population, weight=weight, shift=shift, seed=seed + run)
-        if family == "truncnorm":
-            model_mu, model_sigma = population.mu, population.sigma
-        else:
-            model_mu, model_sigma = moment_match(*law_moments(truth, seed=seed + run))
-        oracle = np.stack(
-            [
-                _law_oracle_n(truth, s_mins, alphas, max_n),
-                _oracle_n(model_mu, model_sigma, s_mins, alphas, max_n),
-            ]
-        )
-        key, sub = jax.random.split(key)
-        stats, curves = _simulate_policies(
-            truth,
-            oracle,
-            no_prior,
-            no_prior,
-            rho=rho,
-            s_mins=s_mins,
-            alphas=alphas,
-            paths=paths,
-            max_n=max_n,
-            peek=peek,
-            min_samples=min_samples,
-            prior_scale=(0.1, 0.1),
-            key=sub,
-            progress=progress,
-        )
-        rows += _policy_rows(
-            names,
-            stats,
-            curves,
-            family=family,
-            rho=rho,
-            s_mins=s_mins,
-            alphas=alphas,
-            paths=paths,
-            max_n=max_n,
-        )
-    return rows
-
-
-def _law_oracle_n(law: laws.Law, s_mins, alphas, max_n) -> np.ndarray:
-    """`[S, A, Q]` N* = ceil(log(1 - alpha) / log F(s_min)) with the law's own CDF."""
-    return np.stack(
-        [
-            np.stack([np.asarray(optimal_n_from_log_cdf(law.log_cdf(s), a, max_n)) for a in alphas])
-            for s in s_mins
-        ]
+    # The prior scale is unused (no MAP policy) but static under jit: the adaptive default.
+    grid = _policy_grid(s_mins, alphas, rhos, paths, max_n, peek, min_samples, (0.1, 0.1))
+    _check_families(families)
+    truths = (
+        _misspec_truth(population, family, rho, grid, weight, shift, seed + run)
+        for run, (family, rho) in enumerate(misspec_runs(families, rhos))
     )
+    names = ["oracle", "model-oracle", "optscale0", "peek"]
+    return _policy_study(truths, names, grid, seed, progress)

@@ -203,3 +203,11 @@ def test_is_correct_outside_the_main_thread():
     thread.start()
     thread.join()
     assert results == [True]
+
+
+def test_is_correct_compares_integers_of_any_length():
+    # int() refuses strings of more than 4300 digits; the comparison must not.
+    huge = "9" * 5000
+    assert is_correct(huge, huge) and is_correct("-00" + huge, "-" + huge)
+    assert not is_correct(huge, "8" + huge[1:]) and not is_correct("-" + huge, huge)
+    assert is_correct("-0", "0") and is_correct("007", "7")

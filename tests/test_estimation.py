@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.integrate
 import scipy.optimize
 import scipy.special
 import scipy.stats
@@ -367,3 +368,64 @@ def test_compacted_solver_matches_the_plain_solver():
         np.testing.assert_array_equal(fit.steps, reference.steps)
         for field in ("mu", "sigma", "nll"):
             np.testing.assert_allclose(getattr(fit, field), getattr(reference, field), rtol=1e-6)
+
+
+@pytest.mark.parametrize("c", [3.5, 5.0, 12.0, 40.0, 1000.0])
+def test_tail_ratios_match_quadrature(c):
+    """rho_k = E[E^k] / E[E^(k-1)] for E >= 0 with density prop. to exp(-c e - e^2 / 2)."""
+    from optscale_jax import estimation
+
+    # With u = c e the integrands are exp(-u - (u / c)^2 / 2) u^k: smooth on [0, inf).
+    moments = [
+        scipy.integrate.quad(lambda u, k=k: u**k * math.exp(-u - 0.5 * (u / c) ** 2), 0, np.inf)[0]
+        for k in range(5)
+    ]
+    reference = [moments[k] / moments[k - 1] / c for k in range(1, 5)]
+    for dtype, tolerances in [
+        (jnp.float64, (1e-11, 1e-11, 1e-11, 1e-9)),
+        (jnp.float32, (1e-6,) * 4),
+    ]:
+        if dtype == jnp.float64 and c < estimation._TAIL_FROM["float64"]:
+            continue  # not used there in float64
+        ratios = estimation._tail_ratios(jnp.asarray(c, dtype))
+        for got, want, tolerance in zip(ratios, reference, tolerances, strict=True):
+            assert float(got) == pytest.approx(want, rel=max(tolerance, 1e-4 if c < 5 else 0)), c
+
+
+@pytest.mark.parametrize(
+    "mu, sigma", [(-0.3, 0.02), (-1.0, 0.0025), (-0.05, 1e-3), (1.3, 0.02), (2.0, 0.0025)]
+)
+def test_tail_fisher_matches_differences_of_the_gradient(mu, sigma):
+    """Deep in a tail (c = 15..1000) the Fisher matrix is the derivative of the gradient
+    in natural parameters: J^T (d g_eta / d eta) J, J = d eta / d theta."""
+    from optscale_jax import estimation
+
+    mean, var = (0.01, 1e-4) if mu < 0.5 else (0.99, 1e-4)
+
+    def gradient_in_eta(eta):
+        sigma2 = -0.5 / eta[1]
+        mu, log_sigma = jnp.asarray(eta[0] * sigma2), jnp.asarray(0.5 * math.log(sigma2))
+        log_z = estimation._data_nll(mu, log_sigma, mean, var)[1]
+        grad, fisher = estimation._curvature(mu, log_sigma, log_z, mean, var, None)[:2]
+        jacobian = _eta_jacobian(float(mu), float(log_sigma))
+        return np.linalg.solve(jacobian.T, np.array([float(g) for g in grad])), fisher
+
+    eta = np.array([mu / sigma**2, -0.5 / sigma**2])
+    jacobian = _eta_jacobian(mu, math.log(sigma))
+    _, fisher = gradient_in_eta(eta)
+    fisher = np.array([[fisher[0], fisher[1]], [fisher[1], fisher[2]]], float)
+    hessian_eta = np.linalg.solve(jacobian.T, np.linalg.solve(jacobian.T, fisher.T).T)
+    # Small against the curvature and the parameters (eta_2 must stay negative).
+    steps = np.minimum(1e-4 / np.sqrt(np.diag(hessian_eta)), 1e-4 * np.abs(eta))
+    columns = [
+        (gradient_in_eta(eta + step * e)[0] - gradient_in_eta(eta - step * e)[0]) / (2 * step)
+        for step, e in zip(steps, np.eye(2), strict=True)
+    ]
+    differences = jacobian.T @ np.stack(columns, axis=1) @ jacobian
+    np.testing.assert_allclose(differences, fisher, rtol=1e-5)
+
+
+def _eta_jacobian(mu, log_sigma):
+    """d eta / d (mu, log sigma) for eta = (mu / sigma^2, -1 / (2 sigma^2))."""
+    inv = math.exp(-2.0 * log_sigma)
+    return np.array([[inv, -2.0 * mu * inv], [0.0, inv]])

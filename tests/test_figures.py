@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import warnings
 
 import jax
 import numpy as np
 import pytest
-
-from optscale_jax.io import read_csv, write_csv  # noqa: F401
 from optscale_jax.figures import plots, style
+
+from optscale_jax.io import read_csv, write_csv
 
 RESULTS_COLUMNS = [
     "method", "split", "setting", "max_n", "n", "s_min", "alpha", "m", "w", "threshold", "k",
@@ -90,6 +91,33 @@ def _estimator_rows() -> list[dict]:
     return rows
 
 
+def _calibration_ltt_rows() -> list[dict]:
+    rows = []
+    for population, rho in (("math/truncnorm", 0.0), ("math/truncnorm", 0.5)):
+        for method in ("ltt-bon", "ltt-optscale0"):
+            for epsilon in (0.05, 0.1):
+                for delta in (0.05, 0.1):
+                    rows.append({"population": population, "rho": rho, "n_cal": 200,
+                                 "method": method, "risk": "disagree", "epsilon": epsilon,
+                                 "delta": delta, "violation_rate": delta / 2,
+                                 "violation_se": 0.01, "mean_cost": 400 * epsilon})  # fmt: skip
+        rows.append({"population": population, "rho": rho, "n_cal": 0,
+                     "method": "optscale0-nominal", "risk": "miss", "epsilon": 0.1, "delta": 0.0,
+                     "violation_rate": 0.4, "violation_se": 0.0, "mean_cost": 8.0})  # fmt: skip
+    return rows
+
+
+def _budget_rows() -> list[dict]:
+    methods = ("uniform", "elimination", "allocation", "allocation-true-params")
+    return [
+        {"population": population, "budget": budget, "method": method,
+         "mean_samples": budget, "reach_rate": 1 - 0.5 / (budget + rank), "reach_se": 0.01}
+        for population in ("math", "grid")
+        for budget in (2, 4, 8)
+        for rank, method in enumerate(methods)
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, pathlib.Path]:
     root = tmp_path_factory.mktemp("inputs")
@@ -98,6 +126,8 @@ def inputs(tmp_path_factory) -> dict[str, pathlib.Path]:
         "samples": write_csv(_per_question_rows(), root / "per_question.csv"),
         "calibration": write_csv(_coverage_rows(), root / "coverage.csv"),
         "estimator": write_csv(_estimator_rows(), root / "estimator.csv"),
+        "calibration-ltt": write_csv(_calibration_ltt_rows(), root / "calibration.csv"),
+        "budget": write_csv(_budget_rows(), root / "budget.csv"),
     }
 
 
@@ -106,17 +136,11 @@ def _render(
 ) -> list[pathlib.Path]:
     formats = ("pdf", "png")
     if name == "nstar":
-        return plots.plot_nstar(out_dir, formats, resolution=41)
-    function = {
-        "pareto": plots.plot_pareto,
-        "samples": plots.plot_samples,
-        "calibration": plots.plot_calibration,
-        "estimator": plots.plot_estimator,
-    }[name]
-    return function(inputs[name], out_dir, formats)
+        return plots.plot_figure("nstar", None, out_dir, formats, resolution=41)
+    return plots.plot_figure(name, inputs[name], out_dir, formats)
 
 
-PLOTS = ["pareto", "samples", "calibration", "estimator", "nstar"]
+PLOTS = ["pareto", "samples", "calibration", "estimator", "nstar", "calibration-ltt", "budget"]
 
 
 @pytest.mark.parametrize("name", PLOTS)
@@ -139,12 +163,7 @@ def test_plot_renders_both_formats_without_warnings_and_reproducibly(name, input
     )
 
 
-REQUIRED = {
-    "pareto": plots.PARETO_COLUMNS,
-    "samples": plots.SAMPLES_COLUMNS,
-    "calibration": plots.CALIBRATION_COLUMNS,
-    "estimator": plots.ESTIMATOR_COLUMNS,
-}
+REQUIRED = {name: figure.columns for name, figure in plots.FIGURES.items() if figure.columns}
 
 
 @pytest.mark.parametrize(
@@ -165,26 +184,26 @@ def test_bad_cell_names_file_line_and_column(inputs, tmp_path):
     rows[3]["accuracy"] = "high"
     broken = write_csv(rows, tmp_path / "results.csv")
     with pytest.raises(ValueError, match=r"results.csv, line 5: column accuracy"):
-        plots.plot_pareto(broken, tmp_path / "out", ("png",))
+        plots.plot_figure("pareto", broken, tmp_path / "out", ("png",))
 
 
 def test_directory_input_resolves_default_file_and_reports_absence(inputs, tmp_path):
-    paths = plots.plot_samples(inputs["samples"].parent, tmp_path, ("png",))
+    paths = plots.plot_figure("samples", inputs["samples"].parent, tmp_path, ("png",))
     assert paths == [tmp_path / "samples.png"] and paths[0].stat().st_size > 0
-    with pytest.raises(FileNotFoundError, match="per_question.csv"):
-        plots.plot_samples(tmp_path, tmp_path, ("png",))
+    with pytest.raises(FileNotFoundError, match="in_path: no such file: .*per_question.csv"):
+        plots.plot_figure("samples", tmp_path, tmp_path, ("png",))
 
 
 def test_calibration_with_only_capped_cells_says_so(inputs, tmp_path):
     rows = [dict(row, capped="True") for row in read_csv(inputs["calibration"])]
     capped = write_csv(rows, tmp_path / "coverage.csv")
     with pytest.raises(ValueError, match="capped"):
-        plots.plot_calibration(capped, tmp_path, ("png",))
+        plots.plot_figure("calibration", capped, tmp_path, ("png",))
 
 
 def test_unknown_split_is_named(inputs, tmp_path):
-    with pytest.raises(ValueError, match="--split: 'holdout'"):
-        plots.plot_pareto(inputs["pareto"], tmp_path, ("png",), split="holdout")
+    with pytest.raises(ValueError, match="^split: 'holdout'"):
+        plots.plot_figure("pareto", inputs["pareto"], tmp_path, ("png",), split="holdout")
 
 
 def test_pareto_front_matches_brute_force():
@@ -221,7 +240,7 @@ def test_method_colours_are_fixed_and_distinct():
 
 def test_parse_formats_names_the_option():
     assert style.parse_formats("PDF, png,pdf") == ("pdf", "png")
-    with pytest.raises(ValueError, match="--format"):
+    with pytest.raises(ValueError, match="^format: "):
         style.parse_formats("pdf,jpg")
 
 
@@ -278,4 +297,49 @@ def test_figure_set_command_rejects_a_bad_format(capsys):
     from optscale_jax.experiments.cli import main
 
     assert main(["figures", "--format", "jpg", "--out", "unused"]) == 2
-    assert "format" in capsys.readouterr().err
+    assert "optscale figures: error: --format: expected" in capsys.readouterr().err
+
+
+def test_plot_figure_names_the_argument_that_does_not_fit(inputs, tmp_path):
+    with pytest.raises(ValueError, match="^kind: unknown figure 'bars'"):
+        plots.plot_figure("bars", None, tmp_path)
+    with pytest.raises(ValueError, match="^in_path: the pareto figure reads results.csv"):
+        plots.plot_figure("pareto", None, tmp_path)
+    with pytest.raises(ValueError, match="^in_path: the nstar figure reads no file"):
+        plots.plot_figure("nstar", inputs["pareto"], tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_figure_of_the_table_is_an_optscale_plot_subcommand():
+    from optscale_jax.experiments import plot_cli
+
+    parser = argparse.ArgumentParser()
+    plot_cli.configure(parser)
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(subparsers.choices) == list(plots.FIGURES)
+    for kind, figure in plots.FIGURES.items():
+        assert callable(plots.draw_function(kind))
+        takes_input = any("--in" in a.option_strings for a in subparsers.choices[kind]._actions)
+        assert takes_input == (figure.input_file is not None)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["plot", "pareto", "--in", "{pareto}", "--split", "holdout"], "--split: 'holdout' not in"),
+        (["plot", "samples", "--in", "{missing}"], "--in: no such file: "),
+        (["plot", "nstar", "--format", "jpg"], "--format: expected a comma-separated subset"),
+        (["plot", "nstar", "--s-mins", "0.5,x"], "--s-mins: expected comma-separated numbers"),
+        (["plot", "nstar", "--s-min", "2"], "--s-min must lie in"),
+        (["plot", "nstar", "--sigma", "0"], "--sigma: must be > 0, got 0.0"),
+        (["plot", "nstar", "--max-n", "0"], "--max-n must be >= 1"),
+    ],
+)
+def test_cli_errors_name_the_flag(argv, message, inputs, tmp_path, capsys):
+    from optscale_jax.experiments.cli import main
+
+    paths = {"pareto": inputs["pareto"], "missing": tmp_path / "missing"}
+    argv = [arg.format(**paths) for arg in argv] + ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert f"optscale plot: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -144,6 +144,10 @@ def test_wheel_installs_one_top_level_name(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"optscale_jax"}
-    for package in FOLDERS.values():
-        assert f"{package.replace('.', '/')}/__init__.py" in names
+    # Every module of the four folders is in the wheel, at its installed path.
+    expected = {
+        module.replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py")
+        for module, path in MODULES.items()
+    }
+    assert expected <= set(names), sorted(expected - set(names))
     assert "optscale_jax/data/README.md" in names

@@ -8,7 +8,6 @@ Everything is real: vLLM on CPU, transformers, the SmolLM2-135M-Instruct GGUF sh
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import signal
@@ -21,9 +20,10 @@ import numpy as np
 import pytest
 from live_models import build_model
 
-from optscale_jax.logs import read_log
-from optscale_jax.live import loop
 from optscale_jax import fit_mle, optimal_n
+from optscale_jax.io import read_jsonl, write_jsonl_records
+from optscale_jax.live import loop
+from optscale_jax.logs import read_log
 
 pytestmark = pytest.mark.live
 
@@ -50,27 +50,31 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory):
     path = tmp_path_factory.mktemp("prompts") / "short.jsonl"
-    path.write_text("".join(json.dumps(p) + "\n" for p in SHORT_PROMPTS), encoding="utf-8")
-    return path
+    return write_jsonl_records(SHORT_PROMPTS, path)
 
 
 def _records(path):
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+    return read_jsonl(path)
+
+
+def _inputs(tiny, prompts, out):
+    """`optscale sample` on the tiny model, judged by itself."""
+    return [
+        *OPTSCALE, "sample", "--model", str(tiny), "--verifier", f"judge:{tiny}",
+        "--prompts", str(prompts), "--out", str(out),
+    ]  # fmt: skip
+
+
+def _run(args, timeout, **options):
+    """Runs a command as a user would (the live environment), capturing its text output."""
+    return subprocess.run(
+        args, env=ENV, capture_output=True, text=True, timeout=timeout, **options
+    )  # fmt: skip
 
 
 def _sample_args(tiny, prompts, out, *extra):
     return [
-        *OPTSCALE,
-        "sample",
-        "--model",
-        str(tiny),
-        "--verifier",
-        f"judge:{tiny}",
-        "--prompts",
-        str(prompts),
-        "--out",
-        str(out),
+        *_inputs(tiny, prompts, out),
         "--max-n",
         "16",
         "--wave-size",
@@ -114,13 +118,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny, prompts, tmp_pat
             process.wait()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     before = killed.read_bytes()
-    resumed = subprocess.run(
-        _sample_args(tiny, prompts, killed, "--resume"),
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    resumed = _run(_sample_args(tiny, prompts, killed, "--resume"), timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = _records(killed)
     keys = [(r["id"], r["sample_index"]) for r in records]
@@ -135,9 +133,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny, prompts, tmp_pat
 
     # An uninterrupted run with the same seed draws exactly the same samples.
     straight = tmp_path / "straight.jsonl"
-    done = subprocess.run(
-        _sample_args(tiny, prompts, straight), env=ENV, capture_output=True, text=True, timeout=900
-    )
+    done = _run(_sample_args(tiny, prompts, straight), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert straight.read_bytes() == killed.read_bytes()
     log = read_log(killed)
@@ -145,11 +141,8 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny, prompts, tmp_pat
 
 
 def test_cli_errors_name_the_argument(tiny, prompts, tmp_path):
-    bad = subprocess.run(
+    bad = _run(
         [*_sample_args(tiny, prompts, tmp_path / "x.jsonl"), "--verifier", "oracle:foo"],
-        env=ENV,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert bad.returncode == 2 and "--verifier" in bad.stderr
@@ -159,10 +152,20 @@ def test_cli_errors_name_the_argument(tiny, prompts, tmp_path):
         loop.read_prompts(broken)
 
 
+def test_read_priors_keeps_the_ids(tmp_path):
+    path = write_jsonl_records(
+        [{"id": "a", "mu": 0.3, "sigma": 0.2}, {"id": 7, "prior": {"mu": 0.1, "sigma": 0.5}}],
+        tmp_path / "priors.jsonl",
+    )
+    assert loop.read_priors(path) == {"a": (0.3, 0.2), "7": (0.1, 0.5)}
+    with pytest.raises(FileNotFoundError, match="prior: "):
+        loop.read_priors(tmp_path / "missing.jsonl")
+
+
 def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
     out = tmp_path / "run.jsonl"
     s_min, alpha, max_n, min_samples = 0.5, 0.5, 4, 2
-    result = subprocess.run(
+    result = _run(
         [
             *OPTSCALE,
             "sample",
@@ -187,11 +190,8 @@ def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
             "--max-tokens",
             "64",
         ],
-        env=ENV,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=1200,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = _records(out)
@@ -214,7 +214,7 @@ def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
     assert log.ids == [str(i) for i in range(5)] and log.gold[0] == "18"
     replay = pathlib.Path(__file__).parents[1] / "experiments" / "replay_cli.py"
     if replay.exists():
-        replayed = subprocess.run(
+        replayed = _run(
             [
                 *OPTSCALE,
                 "replay",
@@ -230,8 +230,6 @@ def test_smollm2_end_to_end_on_gsm8k5(tmp_path):
                 "0.5",
                 "--no-progress",
             ],  # fmt: skip
-            capture_output=True,
-            text=True,
             timeout=900,
         )
         assert replayed.returncode == 0, replayed.stderr[-3000:]
@@ -313,18 +311,9 @@ def test_openai_sampler_against_vllm_serve(tiny, prompts, tmp_path):
 
         # The CLI through --server: same loop, same log schema.
         log = tmp_path / "server.jsonl"
-        result = subprocess.run(
+        result = _run(
             [
-                *OPTSCALE,
-                "sample",
-                "--model",
-                str(tiny),
-                "--verifier",
-                f"judge:{tiny}",
-                "--prompts",
-                str(prompts),
-                "--out",
-                str(log),
+                *_inputs(tiny, prompts, log),
                 "--server",
                 url,
                 "--max-n",
@@ -334,9 +323,6 @@ def test_openai_sampler_against_vllm_serve(tiny, prompts, tmp_path):
                 "--max-tokens",
                 "10",
             ],  # fmt: skip
-            env=ENV,
-            capture_output=True,
-            text=True,
             timeout=600,
         )
         assert result.returncode == 0, result.stderr[-3000:]

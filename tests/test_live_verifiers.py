@@ -189,9 +189,9 @@ def test_split_steps_and_aggregation():
 
 
 def test_bad_specs_name_the_argument(models):
-    with pytest.raises(ValueError, match="--verifier"):
+    with pytest.raises(ValueError, match="^verifier: "):
         verifiers.parse_verifier_spec("reward:/x")
-    with pytest.raises(ValueError, match="--verifier"):
+    with pytest.raises(ValueError, match="^verifier: "):
         verifiers.parse_verifier_spec("judge")
     with pytest.raises(ValueError, match="aggregation"):
         verifiers.PRMVerifier(str(models["prm"]), aggregation="median")

@@ -7,7 +7,6 @@ logged scores, and its log against `optscale_jax.logs.read_log`.
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -18,12 +17,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from live_models import build_model  # noqa: E402
 
-from optscale_jax.logs import read_log  # noqa: E402
+from optscale_jax import fit_map, fit_mle, optimal_n  # noqa: E402
 from optscale_jax.experiments import bench_live as bench  # noqa: E402
+from optscale_jax.io import read_jsonl  # noqa: E402
 from optscale_jax.live import loop  # noqa: E402
 from optscale_jax.live.samplers import Sampler, VLLMSampler  # noqa: E402
 from optscale_jax.live.verifiers import JudgeVerifier  # noqa: E402
-from optscale_jax import fit_map, fit_mle, optimal_n  # noqa: E402
+from optscale_jax.logs import read_log  # noqa: E402
 
 pytestmark = pytest.mark.live
 
@@ -70,8 +70,7 @@ def _config(**changes):
 
 
 def _records(path):
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+    return read_jsonl(path)
 
 
 def test_sampler_counts_come_from_the_engine(sampler):
@@ -244,7 +243,7 @@ def test_resume_after_a_cut_reproduces_the_run(full_run, sampler, judge, tmp_pat
 
 def test_existing_log_needs_resume(full_run, sampler, judge):
     path, _ = full_run
-    with pytest.raises(ValueError, match="--out"):
+    with pytest.raises(loop.LogExistsError, match="log_path: .* exists"):
         loop.run_online(QUESTIONS, sampler, judge, _config(), path, progress=False)
     with pytest.raises(ValueError, match="alpha"):
         loop.run_online(QUESTIONS, sampler, judge, _config(alpha=1.0), path, progress=False)

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optscale_jax.answers import extract_answer, normalise_choice
-from optscale_jax.logs import Log, detect_format, read_log, write_jsonl, write_parquet
 from optscale_jax import datasets
+from optscale_jax.answers import extract_answer, normalise_choice
+from optscale_jax.io import read_jsonl, write_jsonl_records
+from optscale_jax.logs import Log, detect_format, read_log, write_jsonl, write_parquet
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GPQA = FIXTURES / "gpqa-diamond-genrm" / "gpqa_diamond5.jsonl"
@@ -22,12 +23,11 @@ PROMPTS = FIXTURES / "optscale-pool" / "prompts3.json"
 
 
 def _lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def _write_lines(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
+    return write_jsonl_records(records, path)
 
 
 def _random_log(seed, num_questions=7, max_k=6):
@@ -206,7 +206,10 @@ def _pool_entry(**score):
             [_pool_entry(scores=[[0.5]])],
             r"entry 1: field 'tokens|scores|answers'|has 2 entries but 'scores' has 1",
         ),
-        ([_pool_entry(completion_tokens=[[3]])], r"entry 1: field 'tokens': has 1 entries"),
+        (
+            [_pool_entry(completion_tokens=[[3]])],
+            r"entry 1: field 'score.completion_tokens\[0\]': has 1 entries",
+        ),
         ([{"id": 1}], r"entry 1: field 'score': missing"),
         ([{"id": True, "score": {}}], r"entry 1: field 'id': expected an integer or a string"),
         (
@@ -232,7 +235,7 @@ def test_optscale_pool_bad_json_names_line(tmp_path):
     lines = text.splitlines()
     lines[30] = lines[30] + " oops"
     path.write_text("\n".join(lines))
-    with pytest.raises(ValueError, match=r"pool.json:31: invalid JSON"):
+    with pytest.raises(ValueError, match=r"pool.json:31: not JSON"):
         read_log(path, format="optscale-pool")
 
 
@@ -373,7 +376,7 @@ GOOD = {
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
-        (['{"id": "a", "scores": [0.5]', json.dumps(GOOD)], r"log.jsonl:1: invalid JSON"),
+        (['{"id": "a", "scores": [0.5]', json.dumps(GOOD)], r"log.jsonl:1: not JSON"),
         ([json.dumps(GOOD), "", "[1, 2]"], r"log.jsonl:3: expected a JSON object"),
         ([json.dumps({"scores": [0.5]})], r"log.jsonl:1: field 'id': missing"),
         ([json.dumps({"id": 3, "scores": [0.5]})], r"log.jsonl:1: field 'id': expected a string"),
@@ -641,7 +644,7 @@ def test_gpqa_small_record_values(tmp_path):
                 "completion_tokens": [1, 2],
                 "answer": "1",
             },
-            r"field 'tokens': has 2 entries",
+            r"field 'completion_tokens': has 2 entries but 'scores' has 1",
         ),
     ],
 )

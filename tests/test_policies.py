@@ -5,13 +5,16 @@ best score and in weighted votes are frequent), ragged sample counts (including 
 with no sample) and answers with missing values (-1).
 """
 
+import math
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
 import optscale_jax
-from optscale_jax import policies
+from optscale_jax import estimation, policies
 
 Q, K = 40, 12
 
@@ -177,6 +180,34 @@ def test_adaptive_consistency_matches_reference(threshold, min_samples, max_n):
     assert len(set(samples)) > 2  # the rule really adapts
 
 
+def test_majority_confidence_table_is_the_beta_tail():
+    # Entry [a + b + 1, a] = P(X > 1/2), X ~ Beta(a + 1, b + 1), for every integer pair.
+    table = policies._majority_confidence(K * 5)
+    a, b = np.meshgrid(np.arange(K * 5 + 1), np.arange(K * 5 + 1), indexing="ij")
+    keep = a + b <= K * 5
+    expected = stats.beta.sf(0.5, a[keep] + 1, b[keep] + 1)
+    np.testing.assert_allclose(table[a[keep] + b[keep] + 1, a[keep]], expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("threshold", [0.6, 0.8, 0.95, 0.99])
+def test_adaptive_consistency_equals_the_authors_package(threshold):
+    # The peer: adaptiveconsistency.BetaStoppingCriteria after every sample (numerical
+    # integration), run as its README does; same samples drawn, same answer returned.
+    from optscale_jax.experiments.bench_replay import peer_asc_stops
+
+    _, ragged, _, ragged_mask = random_log(7, codes=3)
+    many = np.random.default_rng(8).integers(-1, 3, (60, 40)).astype(np.int32)
+    many[:30] = np.where(np.random.default_rng(9).random((30, 40)) < 0.7, 2, many[:30])
+    for answers, mask in ((ragged, ragged_mask), (many, np.ones(many.shape, bool))):
+        rows = [row[:available] for row, available in zip(answers, mask.sum(1), strict=True)]
+        peer_samples, peer_answers = peer_asc_stops(rows, threshold)
+        decision = policies.adaptive_consistency_stop(answers, mask, threshold)
+        np.testing.assert_array_equal(decision.samples, peer_samples)
+        chosen = answers[np.arange(len(answers)), np.asarray(decision.chosen)]
+        for ours, theirs in zip(chosen.tolist(), peer_answers, strict=True):
+            assert ours == (-1 if theirs is None else theirs)
+
+
 def test_oracle_matches_reference():
     _, _, correct, mask = random_log(5)
     for n in (1, 4, K):
@@ -238,6 +269,60 @@ def ref_peek(scores, available, s_min, alpha, peek, max_n):
         return 0
     n_star = ref_optscale_n_star(scores, min(peek, cap), s_min, alpha, max_n, None)
     return min(max(n_star, peek), cap)
+
+
+def warm_test_log(rows, k, dtype, seed):
+    """Scores of several kinds: truncated-normal-like, piled at 1.0, constant, ragged."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(-0.2, 1.2, (rows, 1))
+    scores = np.clip(rng.normal(centre, rng.uniform(0.02, 0.4, (rows, 1)), (rows, k)), 0, 1)
+    piled = rng.random(rows) < 0.2
+    scores[piled] = np.where(rng.random((piled.sum(), k)) < 0.5, 1.0, scores[piled])
+    scores[rng.random(rows) < 0.05] = 0.625
+    mask = np.arange(k) < rng.integers(0, k + 1, (rows, 1))
+    return np.where(mask, scores, 0.0).astype(dtype), mask
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 40, 24), (8300, 3)])  # one chunk; two chunks
+def test_warm_started_prefix_fits_are_the_independent_fits(dtype, shape):
+    # Prefix j + 1 starts from prefix j's MLE; the result must be the fit an independent
+    # (cold) solve of that prefix gives: same status, same objective to the tolerance of
+    # FitStatus.CONVERGED (sqrt(eps) (1 + |nll|)). MAP fits are the independent ones.
+    scores, mask = warm_test_log(math.prod(shape[:-1]), shape[-1], dtype, seed=len(shape))
+    scores, mask = scores.reshape(shape), mask.reshape(shape)
+    stats = estimation.prefix_stats(scores, mask)
+    warm, cold = policies.prefix_fits(scores, mask), estimation.fit_mle_stats(*stats)
+    assert warm.mu.shape == shape and warm.mu.dtype == dtype
+    assert np.mean(np.asarray(cold.status) == estimation.FitStatus.MAX_STEPS) < 0.01
+    nll, cold_nll = np.asarray(warm.nll, float), np.asarray(cold.nll, float)
+    tolerance = np.sqrt(np.finfo(dtype).eps)
+    assert np.all(np.abs(nll - cold_nll) <= 2 * tolerance * (1 + np.abs(cold_nll)))
+    # Whether a point is certified can hang on its last bits, which XLA computes slightly
+    # differently in batches of other layouts (float32: a cold fit alone can differ from
+    # the same fit in a large batch); such rare flips must be to or from MAX_STEPS.
+    differ = np.asarray(warm.status) != np.asarray(cold.status)
+    assert differ.mean() < 1e-3
+    flips = np.stack([np.asarray(warm.status)[differ], np.asarray(cold.status)[differ]])
+    assert np.all(np.any(flips == estimation.FitStatus.MAX_STEPS, axis=0))
+    assert np.mean(warm.steps) < np.mean(cold.steps)  # the warm start saves iterations
+    rng = np.random.default_rng(5)
+    prior_mu = rng.uniform(0.2, 0.9, shape[:-1]).astype(dtype)
+    prior_sigma = rng.uniform(0.05, 0.3, shape[:-1]).astype(dtype)
+    prior = (prior_mu[..., None], prior_sigma[..., None])
+    map_fit = policies.prefix_fits(scores, mask, prior_mu, prior_sigma, (0.1, 0.2))
+    expected = estimation.fit_map_stats(*stats, *prior, (0.1, 0.2))
+    for field in ("mu", "sigma", "nll", "status", "steps"):
+        np.testing.assert_array_equal(getattr(map_fit, field), getattr(expected, field))
+
+
+def test_prefix_fits_under_jit_equal_eager():
+    # The simulator fits prefixes inside its own jit: no host round trip in the warm start.
+    scores, mask = warm_test_log(30, 16, np.float64, seed=3)
+    eager = policies.prefix_fits(scores, mask)
+    traced = jax.jit(policies.prefix_fits)(scores, mask)
+    for field in ("mu", "sigma", "nll", "status", "steps"):
+        np.testing.assert_array_equal(getattr(eager, field), getattr(traced, field))
 
 
 OPTSCALE_Q = 12
@@ -324,3 +409,33 @@ def test_invalid_input_names_the_argument():
         policies.adaptive_consistency_stop(answers, mask, 1.2)
     with pytest.raises(ValueError, match="scores"):
         policies.best_of_n(scores + 2.0, mask, 3)
+
+
+def test_optscale_prior_and_count_arguments_are_named():
+    scores, _, _, mask = random_log(1)
+    with pytest.raises(ValueError, match="prior_mu and prior_sigma"):
+        policies.prefix_fits(scores, mask, prior_mu=0.5)
+    with pytest.raises(ValueError, match=r"prior_scale\[1\]"):
+        policies.peek_stop(
+            scores, mask, 0.6, 0.9, peek=2, prior_mu=0.5, prior_sigma=0.2, prior_scale=(0.1, 0.0)
+        )
+    with pytest.raises(ValueError, match="min_samples"):
+        policies.sequential_stop(scores, mask, 0.6, 0.9, min_samples=0)
+    with pytest.raises(ValueError, match="peek"):
+        policies.optscale_grid(policies.prefix_fits(scores, mask), mask, (0.6,), (0.9,), peek=(0,))
+
+
+def test_private_bodies_agree_with_the_public_functions():
+    # The replay engine validates once and calls the private bodies: they must agree.
+    scores, answers, _, mask = random_log(2)
+    public, private = policies.prefix_fits(scores, mask), policies._prefix_fits(scores, mask)
+    for field in ("mu", "sigma", "status"):
+        np.testing.assert_array_equal(getattr(public, field), getattr(private, field))
+    cells, samples = policies.optscale_grid(public, mask, (0.6, 0.8), (0.5, 0.9), max_n=6)
+    same_cells, same = policies._optscale_grid(private, mask, (0.6, 0.8), (0.5, 0.9), (1,), (), 6)
+    assert cells == same_cells
+    np.testing.assert_array_equal(samples, same)
+    codes = policies._num_codes(answers)
+    np.testing.assert_array_equal(
+        policies.vote_leaders(answers, mask), policies._vote_leaders(answers, mask, None, codes)
+    )

@@ -138,7 +138,7 @@ def test_tokenize_splits_latex_numbers_and_symbols():
 def test_parse_features_and_question_fields():
     assert prior.parse_features("hashed") == ("hashed", None)
     assert prior.parse_features("embed:/m/x") == ("embed", "/m/x")
-    with pytest.raises(ValueError, match="--features"):
+    with pytest.raises(ValueError, match="^features: "):
         prior.parse_features("embed:")
     with pytest.raises(ValueError, match="f.jsonl:3"):
         prior.question_text({"id": 1}, where="f.jsonl:3")
@@ -215,7 +215,7 @@ def test_save_load_round_trip_is_bitwise(trained, tmp_path):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--model"):
+    with pytest.raises(FileNotFoundError, match="^model: "):
         prior.load_prior(tmp_path)
     (tmp_path / prior.CONFIG_FILE).write_text("{not json")
     (tmp_path / prior.WEIGHTS_FILE).write_bytes(b"")

@@ -109,7 +109,7 @@ def test_make_splits():
         assert not set(f.select) & set(f.report) and len(f.select) + len(f.report) == 11
     (everything,) = replay.make_splits(4, "none", seed=0)
     assert everything.name == "all" and list(everything.select) == list(everything.report)
-    with pytest.raises(ValueError, match="--split"):
+    with pytest.raises(ValueError, match="^split"):
         replay.make_splits(4, "kfold:1", seed=0)
 
 
@@ -238,23 +238,62 @@ def test_cli_kfold_none_and_released_protocols(tmp_path):
         assert float(r["accuracy"]) == pytest.approx(best)
 
 
+def run_cli(argv):
+    """cli.main's exit code, also when argparse itself stops (SystemExit)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--alpha", "1.5"], "--alpha"),
-        (["--s-min", "-0.1"], "--s-min"),
-        (["--split", "halves"], "--split"),
-        (["--max-n", "0"], "--max-n"),
-        (["--window", "0"], "--window"),
-        (["--prior", "0.5,-1"], "--prior"),
+        (["--alpha", "1.5"], "--alpha must lie in (0, 1)"),
+        (["--alpha", "1"], "--alpha must lie in (0, 1)"),
+        (["--alpha", "nan"], "--alpha must lie in (0, 1)"),
+        (["--s-min", "-0.1"], "--s-min must lie in [0, 1]"),
+        (["--s-min", "2"], "--s-min must lie in [0, 1]"),
+        (["--split", "halves"], "--split: expected"),
+        (["--split", "kfold:1"], "--split: expected"),
+        (["--max-n", "0"], "--max-n must be >= 1"),
+        (["--window", "0"], "--window must be >= 1"),
+        (["--peek", "0"], "--peek must be >= 1"),
+        (["--threshold", "1"], "--threshold must lie in (0, 1)"),
+        (["--prior", "0.5,-1"], "--prior: sigma must be > 0"),
+        (["--prior-scale", "0", "1"], "--prior-scale must be two positive numbers"),
+        # Library errors name arguments; the command line names the flags.
+        (["--fixed-n", "1", "2"], "--fixed-n: the grid must end at max_n"),
+        (["--fixed-n", "0", "10"], "--fixed-n must be >= 1"),
+        (["--protocol", "released", "--split", "kfold:3"], "--protocol released"),
+        (["--min-samples", "0"], "--min-samples must be >= 1"),
+        (["--tolerance", "-1"], "--tolerance must be finite and >= 0"),
+        (["--tolerance", "nan"], "--tolerance must be finite and >= 0"),
+        (["--tolerance", "inf"], "--tolerance must be finite and >= 0"),
+        (["--verifier-cost-factor", "-1"], "--verifier-cost-factor must be finite"),
+        (["--permutations", "0"], "--permutations must be >= 1"),
+        (["--permutations", "-3"], "--permutations must be >= 1"),
+        (["--bootstrap", "0"], "--bootstrap must be >= 1"),
+        (["--epsilon", "1"], "--epsilon must lie in (0, 1)"),
+        (["--delta", "0"], "--delta must lie in (0, 1)"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--methods", "sc"], "--methods must include bon"),
+        (["--prior", "nowhere.jsonl"], "--prior: no such file"),
+        # argparse's own errors (no value, or not a number) name the flag their way.
+        (["--methods"], "argument --methods: expected at least one argument"),
+        (["--fixed-n"], "argument --fixed-n: expected at least one argument"),
+        (["--permutations", "x"], "argument --permutations: invalid int value"),
+        (["--seed", "2.5"], "argument --seed: invalid int value"),
     ],
 )
 def test_cli_rejects_bad_flags(tmp_path, capsys, flags, message):
     log_path = tmp_path / "log.jsonl"
     write_jsonl(small_log(4), log_path)
-    code = cli.main(["replay", str(log_path), "--out", str(tmp_path / "o"), *flags])
+    code = run_cli(["replay", str(log_path), "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err
     assert code == 2
-    assert message in capsys.readouterr().err
+    assert f"optscale replay: error: {message}" in err
+    assert "Traceback" not in err
 
 
 def test_top_score_ties_counts_distinct_answers_at_the_top():
@@ -276,7 +315,7 @@ def test_voting_in_chunks_of_orders_matches_all_at_once(monkeypatch):
         methods=("sc", "wmv", "esc", "asc"), window=(2,), threshold=(0.9,), fixed_n=(1, 5, K)
     )
     settings, whole, _ = replay.run_methods(rep, config, K, progress=False)
-    monkeypatch.setattr(replay, "_VOTE_TALLY_BUDGET", 1)  # one order per chunk
+    monkeypatch.setattr(replay.methods, "_VOTE_TALLY_BUDGET", 1)  # one order per chunk
     chunked_settings, chunked, _ = replay.run_methods(rep, config, K, progress=False)
     assert settings == chunked_settings and len(settings) == 3 + 3 + 1 + 1
     for field in replay.Outcomes._fields:
@@ -295,3 +334,86 @@ def test_demo_runs_on_the_shipped_gpqa_log(tmp_path, capsys):
         low, high = figures["ci"]
         assert low <= figures["accuracy"] <= high and figures["mean_cost"] >= 1
     assert "optscalet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"methods": ("bon", "best")}, "methods: unknown method 'best'"),
+        ({"alpha": (0.5, 1.0)}, "alpha must lie in (0, 1)"),
+        ({"s_min": (1.2,)}, "s_min must lie in [0, 1]"),
+        ({"max_n": 0}, "max_n must be >= 1"),
+        ({"fixed_n": (3, 2)}, "fixed_n must be strictly increasing"),
+        ({"window": ()}, "window must have at least one value"),
+        ({"permutations": 0}, "permutations must be >= 1"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"seed": 1.5}, "seed must be an integer >= 0"),
+        ({"tolerance": -0.1}, "tolerance must be finite and >= 0"),
+        ({"split": "halves"}, "split: expected"),
+        ({"protocol": "best"}, "protocol: expected"),
+        ({"protocol": "released", "split": "kfold:3"}, "protocol released"),
+    ],
+)
+def test_config_errors_name_the_field(fields, message):
+    with pytest.raises(ValueError) as error:
+        replay.ReplayConfig(**fields)
+    assert str(error.value).startswith(message)
+
+
+def test_log_dependent_errors_name_the_argument():
+    log = small_log(6)
+    with pytest.raises(ValueError, match=r"^fixed_n: the grid must end at max_n \(10\)"):
+        replay.evaluate(log, replay.ReplayConfig(fixed_n=(1, 2)), progress=False)
+    with pytest.raises(ValueError, match="^prior: sigma must be > 0"):
+        config = replay.ReplayConfig(methods=("bon", "optscalet"), prior="0.5,-1")
+        replay.evaluate(log, config, progress=False)
+    with pytest.raises(ValueError, match="^methods must include bon"):
+        replay.evaluate(log, replay.ReplayConfig(methods=("sc",)), progress=False)
+
+
+def test_every_table_entry_names_config_grids_and_setting_fields():
+    config = replay.ReplayConfig()
+    for name, method in replay.METHOD_TABLE.items():
+        assert set(method.needs) <= {"scores", "answers", "correct"}, name
+        for field, grid in method.grids:
+            assert field in replay.HYPER_PARAMETERS and hasattr(config, grid), name
+        assert set(method.progress) <= {field for field, _ in method.grids}, name
+    assert replay.METHODS == tuple(replay.METHOD_TABLE)
+
+
+def test_a_method_is_one_table_entry(monkeypatch):
+    def first_sample(inputs, grid):
+        shape = (1, *inputs.replayed.mask.shape[:-1])
+        inputs.advance(1)
+        return replay.Decisions([{"n": 1}], np.ones(shape, int), np.zeros(shape, int))
+
+    entry = replay.Method(needs=(), grids=(("n", "fixed_n"),), run=first_sample)
+    monkeypatch.setitem(replay.METHOD_TABLE, "first", entry)
+    config = replay.ReplayConfig(methods=("bon", "first"), permutations=2, bootstrap=50)
+    result = replay.evaluate(small_log(7), config, progress=False)
+    first = result.summary["methods"]["first"]
+    assert first["setting"] == "n=1" and first["mean_samples"] == 1.0
+    # Drawing one sample is fixed-N BoN at n = 1: the same accuracy and cost.
+    bon_n1 = [r for r in result.rows if r["method"] == "bon" and r["n"] == 1]
+    first_row = [r for r in result.rows if r["method"] == "first"]
+    for bon_row, row in zip(bon_n1, first_row, strict=True):
+        assert row["mean_cost"] == bon_row["mean_cost"]
+
+
+def test_cli_validates_s_min_once(tmp_path, monkeypatch):
+    from optscale_jax import validation
+
+    seen = []
+    original = validation.check_unit
+
+    def counting(x, name):
+        if np.any(np.isclose(np.asarray(x, float), 0.55)):
+            seen.append(name)
+        return original(x, name)
+
+    monkeypatch.setattr(validation, "check_unit", counting)
+    log_path = tmp_path / "log.jsonl"
+    write_jsonl(small_log(8), log_path)
+    flags = [*fast_flags(), "--s-min", "0.55", "--methods", "bon", "optscale0", "optscalet"]
+    assert cli.main(["replay", str(log_path), "--out", str(tmp_path / "o"), *flags]) == 0
+    assert seen == ["s_min"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from optscale_jax import FitStatus, confidence, policies
 from optscale_jax.experiments.cli import main
 from optscale_jax.logs import read_log
-from optscale_jax import FitStatus, confidence, policies
 from optscale_jax.sim import laws, populations, studies
 from optscale_jax.sim.logs import synthetic_log
 

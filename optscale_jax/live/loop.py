@@ -16,6 +16,7 @@ last wave is removed (the file is truncated) and redrawn with the same seeds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,6 +29,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from optscale_jax import io as _io
+from optscale_jax.answers import extract_answer, gsm8k_final_answer, is_correct
+from optscale_jax.logs import questions_from_samples
+from optscale_jax.logs.jsonfiles import json_lines
+from optscale_jax.policies import nstar_reached
 
 DEFAULT_PROMPT_TEMPLATE = (
     "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -77,7 +84,15 @@ class QuestionState:
 
     @property
     def n(self) -> int:
+        """The number of samples drawn so far."""
         return len(self.scores)
+
+    def add(self, score: float, tokens: int, answer: str | None, correct: bool | None) -> None:
+        """Appends one scored sample."""
+        self.scores.append(score)
+        self.tokens.append(tokens)
+        self.answers.append(answer)
+        self.correct.append(correct)
 
 
 @dataclasses.dataclass
@@ -106,6 +121,8 @@ class RunSummary:
     nstar: dict[str, int]
     wave_seconds: list[float]
     wave_decision_seconds: list[float]
+    # The certificate of the stopping setting (`optscale sample --setting`), or None.
+    setting: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,13 +144,11 @@ def wave_seed(seed: int, question_id: str, wave: int) -> int:
 
 
 def gold_answer(value: Any) -> str | None:
-    """The final answer of a gold field: GSM8K's text after `####`, else the value itself."""
+    """The final answer of a gold field: GSM8K's text after `####`
+    (`optscale_jax.answers.gsm8k_final_answer`), else the value itself; None if empty."""
     if value is None:
         return None
-    text = str(value).strip()
-    if "####" in text:
-        text = text.rsplit("####", 1)[1].strip().replace(",", "")
-    return text or None
+    return gsm8k_final_answer(str(value).strip()) or None
 
 
 def read_prompts(path: str | os.PathLike, priors: dict[str, tuple[float, float]] | None = None):
@@ -157,34 +172,25 @@ def read_prompts(path: str | os.PathLike, priors: dict[str, tuple[float, float]]
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--prompts: {path} does not exist")
+        raise FileNotFoundError(f"prompts: {path} does not exist")
     questions: list[Question] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            if not line.strip():
-                continue
-            where = f"{path}:{number + 1}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            text = record.get("problem", record.get("question"))
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{where}: no 'problem' or 'question' string")
-            qid = str(record["id"]) if record.get("id") is not None else str(number)
-            if qid in seen:
-                raise ValueError(f"{where}: duplicate id {qid!r}")
-            seen.add(qid)
-            gold = gold_answer(record.get("answer", record.get("gold")))
-            prior = _record_prior(record, where)
-            if priors is not None and qid in priors:
-                prior = priors[qid]
-            questions.append(Question(qid, text, gold, prior))
+    for number, record in _io.iter_jsonl(path):
+        where = f"{path}:{number}"
+        text = record.get("problem", record.get("question"))
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{where}: no 'problem' or 'question' string")
+        qid = str(record["id"]) if record.get("id") is not None else str(number - 1)
+        if qid in seen:
+            raise ValueError(f"{where}: duplicate id {qid!r}")
+        seen.add(qid)
+        gold = gold_answer(record.get("answer", record.get("gold")))
+        prior = _record_prior(record, where)
+        if priors is not None and qid in priors:
+            prior = priors[qid]
+        questions.append(Question(qid, text, gold, prior))
     if not questions:
-        raise ValueError(f"--prompts: {path} holds no prompt")
+        raise ValueError(f"prompts: {path} holds no prompt")
     return questions
 
 
@@ -213,52 +219,23 @@ def read_priors(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--prior: {path} does not exist")
+        raise FileNotFoundError(f"prior: {path} does not exist")
     priors = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            if not line.strip():
-                continue
-            where = f"{path}:{number + 1}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict) or record.get("id") is None:
-                raise ValueError(f"{where}: expected an object with an 'id'")
-            if "prior" not in record and "mu" in record:
-                record = {"prior": {"mu": record["mu"], "sigma": record.get("sigma")}}
-            prior = _record_prior(record, where)
-            if prior is None:
-                raise ValueError(f"{where}: no prior mu/sigma")
-            priors[str(record.get("id", number))] = prior
+    for number, record in _io.iter_jsonl(path):
+        where = f"{path}:{number}"
+        if record.get("id") is None:
+            raise ValueError(f"{where}: expected an object with an 'id'")
+        fields = record
+        if "prior" not in record and "mu" in record:
+            fields = {"prior": {"mu": record["mu"], "sigma": record.get("sigma")}}
+        prior = _record_prior(fields, where)
+        if prior is None:
+            raise ValueError(f"{where}: no prior mu/sigma")
+        priors[str(record["id"])] = prior
     return priors
 
 
-def _parse_log_lines(path: pathlib.Path) -> tuple[list[dict], list[int], bool]:
-    """Records of a log, the byte offset where each one ends, and whether a torn tail was cut.
-
-    Each wave is written as whole lines in one write, so a kill can only leave an
-    unterminated fragment at the very end; a terminated line that is not JSON is damage.
-    """
-    data = path.read_bytes()
-    *complete, tail = data.split(b"\n")
-    records: list[dict] = []
-    ends: list[int] = []
-    offset = 0
-    for number, raw in enumerate(complete):
-        offset += len(raw) + 1
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path}:{number + 1}: not JSON (the log is damaged)") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number + 1}: expected a JSON object")
-        records.append(record)
-        ends.append(offset)
-    return records, ends, tail != b""
+# --------------------------------------------------------------------------- resume
 
 
 def load_log(path: str | os.PathLike, questions: Sequence[Question]):
@@ -266,6 +243,7 @@ def load_log(path: str | os.PathLike, questions: Sequence[Question]):
 
     A torn last line is dropped, and so is an incomplete last wave (fewer records than its
     `wave_samples`); the file is truncated to the complete waves (both reported on stderr).
+    The samples are parsed by `optscale_jax.logs.questions_from_samples`, as `read_log` does.
 
     Args:
         path: the log file.
@@ -278,56 +256,95 @@ def load_log(path: str | os.PathLike, questions: Sequence[Question]):
         ValueError: naming the file and line on a record that does not fit the run.
     """
     path = pathlib.Path(path)
-    records, ends, torn = _parse_log_lines(path)
+    data = path.read_bytes()
+    # Each wave is written as whole lines in one write, so a kill can only leave an
+    # unterminated fragment at the very end; a terminated line that is not JSON is damage.
+    complete = data[: data.rfind(b"\n") + 1]
+    torn = len(complete) < len(data)
     if torn:
         print(f"{path}: dropped a torn last line (the run was killed mid-write)", file=sys.stderr)
-    # Waves are appended in order: an incomplete one can only be the last.
-    by_wave: dict[int, list[dict]] = {}
-    for record in records:
-        wave = record.get("wave")
-        if not isinstance(wave, int):
-            raise ValueError(f"{path}: record without an integer 'wave' (not a live log)")
-        by_wave.setdefault(wave, []).append(record)
-    keep = len(records)
-    if by_wave:
-        last = max(by_wave)
-        expected = by_wave[last][0].get("wave_samples")
-        if isinstance(expected, int) and len(by_wave[last]) < expected:
-            dropped = len(by_wave[last])
-            keep -= dropped
-            print(
-                f"{path}: dropped {dropped} of {expected} records of the incomplete wave {last}",
-                file=sys.stderr,
-            )
-            del by_wave[last]
-    states = {q.id: QuestionState() for q in questions}
-    indexed: dict[str, dict[int, dict]] = {q.id: {} for q in questions}
-    for number, record in enumerate(records[:keep]):
-        qid = str(record.get("id"))
-        if qid not in indexed:
-            raise ValueError(f"{path}:{number + 1}: id {qid!r} is not in the prompts file")
-        index = record.get("sample_index")
-        if not isinstance(index, int) or index in indexed[qid]:
-            raise ValueError(f"{path}:{number + 1}: bad or duplicate sample_index {index!r}")
-        indexed[qid][index] = record
-    for qid, samples in indexed.items():
-        if sorted(samples) != list(range(len(samples))):
-            raise ValueError(f"{path}: question {qid!r} has a gap in its sample indices")
-        state = states[qid]
-        for index in range(len(samples)):
-            record = samples[index]
-            state.scores.append(float(record["score"]))
-            state.tokens.append(int(record.get("tokens", 0)))
-            state.answers.append(record.get("answer"))
-            state.correct.append(record.get("correct"))
+    lines = _complete_lines(path, complete)
+    keep = _complete_waves(path, lines)
+    kept = lines[:keep]
+    states = _states_from_samples(path, kept, questions)
     # Repair the file only once the kept records are known to fit this run.
-    if torn or keep < len(records):
+    if torn or keep < len(lines):
         with open(path, "r+b") as handle:
-            handle.truncate(ends[keep - 1] if keep else 0)
+            handle.truncate(_line_end(complete, kept[-1][0]) if kept else 0)
             handle.flush()
             os.fsync(handle.fileno())
-    next_wave = max(by_wave) + 1 if by_wave else 0
+    next_wave = max(record["wave"] for _, record in kept) + 1 if kept else 0
     return states, next_wave, keep
+
+
+def _complete_lines(path: pathlib.Path, complete: bytes) -> list[tuple[int, dict]]:
+    """(line number, record) of the newline-terminated lines (`complete`, the file's head)."""
+    texts = complete.decode("utf-8", errors="replace").split("\n")[:-1]
+    last = max((number for number, text in enumerate(texts, 1) if text.strip()), default=0)
+    lines = []
+    if last:
+        # Stop at the last complete line: the torn fragment after it is never parsed.
+        for number, record in json_lines(path):
+            lines.append((number, record))
+            if number == last:
+                break
+    return lines
+
+
+def _complete_waves(path: pathlib.Path, lines: list[tuple[int, dict]]) -> int:
+    """How many records to keep: all but an incomplete last wave (waves are appended in
+    order, so an incomplete one can only be the last)."""
+    by_wave: dict[int, list[dict]] = {}
+    for number, record in lines:
+        wave = record.get("wave")
+        if not isinstance(wave, int):
+            raise ValueError(f"{path}:{number}: field 'wave': expected an integer (not a live log)")
+        by_wave.setdefault(wave, []).append(record)
+    if not by_wave:
+        return 0
+    last = max(by_wave)
+    expected = by_wave[last][0].get("wave_samples")
+    if isinstance(expected, int) and len(by_wave[last]) < expected:
+        dropped = len(by_wave[last])
+        print(
+            f"{path}: dropped {dropped} of {expected} records of the incomplete wave {last}",
+            file=sys.stderr,
+        )
+        return len(lines) - dropped
+    return len(lines)
+
+
+def _states_from_samples(
+    path: pathlib.Path, lines: list[tuple[int, dict]], questions: Sequence[Question]
+) -> dict[str, QuestionState]:
+    """Per-id states of the logged samples (the per-sample log parser, shared with read_log)."""
+    states = {q.id: QuestionState() for q in questions}
+    for logged in questions_from_samples(lines, str(path)):
+        if logged.id not in states:
+            raise ValueError(
+                f"{logged.where}: field 'id': {logged.id!r} is not in the prompts file"
+            )
+        if logged.scores is None:
+            raise ValueError(f"{logged.where}: field 'score': missing (not a live log)")
+        n = len(logged.scores)
+        tokens = [0] * n if logged.tokens is None else logged.tokens
+        answers = [None] * n if logged.answers is None else logged.answers
+        correct = [None] * n if logged.correct is None else logged.correct
+        state = states[logged.id]
+        for sample in zip(logged.scores, tokens, answers, correct, strict=True):
+            state.add(float(sample[0]), int(sample[1]), sample[2], sample[3])
+    return states
+
+
+def _line_end(data: bytes, line: int) -> int:
+    """The byte offset just after line `line` (1-based) of `data`."""
+    end = 0
+    for _ in range(line):
+        end = data.index(b"\n", end) + 1
+    return end
+
+
+# --------------------------------------------------------------------------- the loop
 
 
 class _Decider:
@@ -342,7 +359,7 @@ class _Decider:
         priors = [q.prior for q in questions]
         if any(p is not None for p in priors) and not all(p is not None for p in priors):
             missing = [q.id for q in questions if q.prior is None][:3]
-            raise ValueError(f"--prior: no prior for question(s) {', '.join(missing)}")
+            raise ValueError(f"prior: no prior for question(s) {', '.join(missing)}")
         self.use_prior = priors[0] is not None if priors else False
         self._jnp = jnp
         self._fit_mle = fit_mle_stats
@@ -383,9 +400,9 @@ def _stats(states: Sequence[QuestionState]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def stopped(n: np.ndarray, nstar: np.ndarray, config: LoopConfig) -> np.ndarray:
-    """The stopping rule: n >= max(min_samples, N*) or n >= max_n (elementwise)."""
+    """The stopping rule: `nstar_reached` (n >= max(min_samples, N*)) or n >= max_n."""
     n = np.asarray(n)
-    return (n >= np.maximum(config.min_samples, nstar)) | (n >= config.max_n)
+    return nstar_reached(n, nstar, config.min_samples) | (n >= config.max_n)
 
 
 def _validate(config: LoopConfig) -> None:
@@ -400,6 +417,51 @@ def _validate(config: LoopConfig) -> None:
         raise ValueError(f"min_samples: must be >= 1, got {config.min_samples}")
     if "{question}" not in config.prompt_template:
         raise ValueError("prompt_template: must contain {question}")
+
+
+class LogExistsError(ValueError):
+    """`run_online` refuses to overwrite a non-empty log unless asked to resume it."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        super().__init__(f"log_path: {path} exists; pass resume=True to continue it")
+        self.path = path
+
+
+@dataclasses.dataclass
+class _Timings:
+    """Seconds spent in each stage over the run, and per wave."""
+
+    sample: float = 0.0
+    verify: float = 0.0
+    answer: float = 0.0
+    decision: float = 0.0
+    waves: list[float] = dataclasses.field(default_factory=list)
+    wave_decisions: list[float] = dataclasses.field(default_factory=list)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Adds the time the block takes to the stage `name`."""
+        tick = time.perf_counter()
+        yield
+        setattr(self, name, getattr(self, name) + time.perf_counter() - tick)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every wave works with: the questions and their states, the models, the estimator."""
+
+    questions: Sequence[Question]
+    states: list[QuestionState]
+    sampler: Any
+    verifier: Any
+    decide: _Decider
+    config: LoopConfig
+    timings: _Timings = dataclasses.field(default_factory=_Timings)
+
+    def decisions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N*, whether each question has stopped) after a refit of every question."""
+        _, _, nstar, _ = self.decide(*_stats(self.states))
+        return nstar, stopped([s.n for s in self.states], nstar, self.config)
 
 
 def run_online(
@@ -427,35 +489,20 @@ def run_online(
         The `RunSummary`.
 
     Raises:
-        ValueError: on bad settings, or an existing log without `resume`.
+        LogExistsError: a non-empty log without `resume` (a `ValueError`).
+        ValueError: on bad settings.
     """
     from tqdm import tqdm
-
-    from optscale_jax.answers import extract_answer, is_correct
 
     _validate(config)
     log_path = pathlib.Path(log_path)
     start = time.perf_counter()
-    if log_path.exists() and log_path.stat().st_size > 0 and not resume:
-        raise ValueError(f"--out: {log_path} exists; pass --resume to continue it")
-    if resume and log_path.exists():
-        states_by_id, wave, resumed = load_log(log_path, questions)
-    else:
-        states_by_id, wave, resumed = {q.id: QuestionState() for q in questions}, 0, 0
-    states = [states_by_id[q.id] for q in questions]
-    decide = _Decider(questions, config)
+    states, wave, resumed = _initial_states(questions, log_path, resume)
+    run = _Run(questions, states, sampler, verifier, _Decider(questions, config), config)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-
-    timings = {"sample": 0.0, "verify": 0.0, "answer": 0.0, "decision": 0.0}
-    wave_seconds: list[float] = []
-    wave_decision: list[float] = []
     calls_before = (verifier.calls, verifier.inputs, verifier.truncated)
-
-    tick = time.perf_counter()
-    mu, sigma, nstar, _ = decide(*_stats(states))
-    timings["decision"] += time.perf_counter() - tick
-    n = np.asarray([s.n for s in states])
-    done = stopped(n, nstar, config)
+    with run.timings.stage("decision"):
+        nstar, done = run.decisions()
     max_waves = wave + math.ceil(config.max_n / config.wave_size)
     bar = tqdm(
         total=max_waves,
@@ -467,84 +514,98 @@ def run_online(
     )
     with open(log_path, "a", encoding="utf-8") as log:
         while not done.all():
-            wave_start = time.perf_counter()
-            active = np.flatnonzero(~done)
-            counts = [min(config.wave_size, config.max_n - int(n[i])) for i in active]
-            seeds = [wave_seed(config.seed, questions[i].id, wave) for i in active]
-            prompts = [
-                config.prompt_template.replace("{question}", questions[i].text) for i in active
-            ]
-            tick = time.perf_counter()
-            completions = sampler.generate(prompts, counts, seeds)
-            timings["sample"] += time.perf_counter() - tick
-
-            owners = [i for i, batch in zip(active, completions, strict=True) for _ in batch]
-            texts = [text for batch in completions for text, _ in batch]
-            tick = time.perf_counter()
-            scores = verifier.score([questions[i].text for i in owners], texts)
-            timings["verify"] += time.perf_counter() - tick
-
-            tick = time.perf_counter()
-            answers = [extract_answer(t, kind=config.answer_kind) for t in texts]
-            correct = [
-                is_correct(a, questions[i].gold) if questions[i].gold is not None else None
-                for a, i in zip(answers, owners, strict=True)
-            ]
-            timings["answer"] += time.perf_counter() - tick
-
-            tick = time.perf_counter()
-            lines = []
-            flat = 0
-            for i, seed, batch in zip(active, seeds, completions, strict=True):
-                question, state = questions[i], states[i]
-                for text, tokens in batch:
-                    record = {
-                        "id": question.id,
-                        "sample_index": state.n,
-                        "score": float(scores[flat]),
-                        "tokens": int(tokens),
-                        "answer": answers[flat],
-                    }
-                    if question.gold is not None:
-                        record["correct"] = bool(correct[flat])
-                        record["gold"] = question.gold
-                    if question.prior is not None:
-                        record["prior"] = {"mu": question.prior[0], "sigma": question.prior[1]}
-                    record.update(wave=wave, wave_samples=len(texts), seed=seed, text=text)
-                    lines.append(json.dumps(record, ensure_ascii=False))
-                    state.scores.append(float(scores[flat]))
-                    state.tokens.append(int(tokens))
-                    state.answers.append(answers[flat])
-                    state.correct.append(correct[flat])
-                    flat += 1
-            log.write("\n".join(lines) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-            mu, sigma, nstar, _ = decide(*_stats(states))
-            n = np.asarray([s.n for s in states])
-            done = stopped(n, nstar, config)
-            decision = time.perf_counter() - tick
-            timings["decision"] += decision
-            wave_decision.append(decision)
-            wave_seconds.append(time.perf_counter() - wave_start)
+            nstar, done = _run_wave(run, wave, np.flatnonzero(~done), log)
             wave += 1
             bar.update(1)
-            bar.set_postfix(active=int((~done).sum()), samples=int(n.sum()))
+            bar.set_postfix(active=int((~done).sum()), samples=sum(s.n for s in states))
     bar.close()
-    return _summary(
-        questions,
-        states,
-        nstar,
-        config,
-        verifier,
-        calls_before,
-        resumed,
-        wave,
-        timings,
-        wave_seconds,
-        wave_decision,
-        time.perf_counter() - start,
-    )
+    return _summary(run, nstar, calls_before, resumed, wave, time.perf_counter() - start)
+
+
+def _initial_states(
+    questions: Sequence[Question], log_path: pathlib.Path, resume: bool
+) -> tuple[list[QuestionState], int, int]:
+    """(state per question, first wave, samples resumed): empty, or read back from the log."""
+    if log_path.exists() and log_path.stat().st_size > 0 and not resume:
+        raise LogExistsError(log_path)
+    if resume and log_path.exists():
+        by_id, wave, resumed = load_log(log_path, questions)
+        return [by_id[q.id] for q in questions], wave, resumed
+    return [QuestionState() for _ in questions], 0, 0
+
+
+def _run_wave(run: _Run, wave: int, active: np.ndarray, log) -> tuple[np.ndarray, np.ndarray]:
+    """One wave: sample the active questions, score, grade, log and refit; (N*, done)."""
+    config, questions, timings = run.config, run.questions, run.timings
+    wave_start = time.perf_counter()
+    seeds = [wave_seed(config.seed, questions[i].id, wave) for i in active]
+    counts = [min(config.wave_size, config.max_n - run.states[i].n) for i in active]
+    prompts = [config.prompt_template.replace("{question}", questions[i].text) for i in active]
+    with timings.stage("sample"):
+        completions = run.sampler.generate(prompts, counts, seeds)
+    owners = [i for i, batch in zip(active, completions, strict=True) for _ in batch]
+    texts = [text for batch in completions for text, _ in batch]
+    with timings.stage("verify"):
+        scores = run.verifier.score([questions[i].text for i in owners], texts)
+    with timings.stage("answer"):
+        answers, correct = _grade(run, owners, texts)
+    tick = time.perf_counter()
+    batches = zip(active, seeds, completions, strict=True)
+    lines = _record_wave(run, wave, batches, scores, answers, correct)
+    log.write("\n".join(lines) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+    nstar, done = run.decisions()
+    decision = time.perf_counter() - tick
+    timings.decision += decision
+    timings.wave_decisions.append(decision)
+    timings.waves.append(time.perf_counter() - wave_start)
+    return nstar, done
+
+
+def _grade(
+    run: _Run, owners: Sequence[int], texts: Sequence[str]
+) -> tuple[list[str | None], list[bool | None]]:
+    """The answer of each text, and whether it is right (None for a question without gold)."""
+    answers = [extract_answer(t, kind=run.config.answer_kind) for t in texts]
+    golds = [run.questions[i].gold for i in owners]
+    correct = [None if g is None else is_correct(a, g) for a, g in zip(answers, golds, strict=True)]
+    return answers, correct
+
+
+def _record_wave(run: _Run, wave: int, batches, scores, answers, correct) -> list[str]:
+    """The wave's log lines, one per sample; each sample joins its question's state.
+
+    Args:
+        run: the run.
+        wave: the wave number.
+        batches: (question index, seed, [(text, tokens), ...]) per active question.
+        scores: the verifier's score of each sample, flat in batch order.
+        answers: the extracted answer of each sample.
+        correct: whether each answer is right (None without gold).
+    """
+    lines = []
+    flat = 0
+    for i, seed, batch in batches:
+        question, state = run.questions[i], run.states[i]
+        for text, tokens in batch:
+            record = {
+                "id": question.id,
+                "sample_index": state.n,
+                "score": float(scores[flat]),
+                "tokens": int(tokens),
+                "answer": answers[flat],
+            }
+            if question.gold is not None:
+                record["correct"] = bool(correct[flat])
+                record["gold"] = question.gold
+            if question.prior is not None:
+                record["prior"] = {"mu": question.prior[0], "sigma": question.prior[1]}
+            record.update(wave=wave, wave_samples=len(answers), seed=seed, text=text)
+            lines.append(json.dumps(record, ensure_ascii=False))
+            state.add(float(scores[flat]), int(tokens), answers[flat], correct[flat])
+            flat += 1
+    return lines
 
 
 def best_of_n(state: QuestionState) -> int:
@@ -555,23 +616,18 @@ def best_of_n(state: QuestionState) -> int:
 
 
 def _summary(
-    questions,
-    states,
-    nstar,
-    config,
-    verifier,
-    calls_before,
-    resumed,
-    waves,
-    timings,
-    wave_seconds,
-    wave_decision,
-    wall,
+    run: _Run,
+    nstar: np.ndarray,
+    calls_before: tuple[int, int, int],
+    resumed: int,
+    waves: int,
+    wall: float,
 ) -> RunSummary:
+    questions, states, config, verifier = run.questions, run.states, run.config, run.verifier
     graded = [i for i, q in enumerate(questions) if q.gold is not None and states[i].n > 0]
     hits = [bool(states[i].correct[best_of_n(states[i])]) for i in graded]
     n = np.asarray([s.n for s in states])
-    by_nstar = (n >= np.maximum(config.min_samples, nstar)) & (n < config.max_n)
+    by_nstar = nstar_reached(n, nstar, config.min_samples) & (n < config.max_n)
     return RunSummary(
         questions=len(questions),
         max_n=config.max_n,
@@ -587,12 +643,12 @@ def _summary(
         stopped_by_nstar=int(by_nstar.sum()),
         stopped_at_max_n=int((n >= config.max_n).sum()),
         wall_seconds=wall,
-        sample_seconds=timings["sample"],
-        verify_seconds=timings["verify"],
-        answer_seconds=timings["answer"],
-        decision_seconds=timings["decision"],
+        sample_seconds=run.timings.sample,
+        verify_seconds=run.timings.verify,
+        answer_seconds=run.timings.answer,
+        decision_seconds=run.timings.decision,
         samples_per_question={q.id: int(s.n) for q, s in zip(questions, states, strict=True)},
         nstar={q.id: int(v) for q, v in zip(questions, nstar, strict=True)},
-        wave_seconds=wave_seconds,
-        wave_decision_seconds=wave_decision,
+        wave_seconds=run.timings.waves,
+        wave_decision_seconds=run.timings.wave_decisions,
     )

@@ -23,6 +23,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from optscale_jax.live.samplers import chat_messages
+
 AGGREGATIONS = ("mean", "min", "last", "prod")
 STEP_SEPARATOR = "<extra_0>"
 PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -371,9 +373,7 @@ class JudgeVerifier(_TransformersVerifier):
 
     def _encode(self, question: str, answer: str) -> list[int]:
         content = self.prompt.replace("{question}", question).replace("{answer}", answer)
-        messages = [{"role": "user", "content": content}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = chat_messages(content, self.system_prompt)
         return self._chat_ids(messages, add_generation_prompt=True)
 
     def _score_batch(self, ids, mask, sequences) -> list[float]:
@@ -473,12 +473,12 @@ def parse_verifier_spec(spec: str) -> tuple[str, str]:
     """Splits `KIND:PATH` (KIND in prm, judge, orm).
 
     Raises:
-        ValueError: naming `--verifier` if the kind is unknown or the path missing.
+        ValueError: naming `verifier` if the kind is unknown or the path missing.
     """
     kind, sep, path = spec.partition(":")
     if not sep or not path or kind not in VERIFIER_KINDS:
         raise ValueError(
-            f"--verifier: {spec!r} is not KIND:PATH with KIND in {', '.join(VERIFIER_KINDS)}"
+            f"verifier: {spec!r} is not KIND:PATH with KIND in {', '.join(VERIFIER_KINDS)}"
         )
     return kind, path
 
