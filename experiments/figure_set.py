@@ -71,9 +71,8 @@ def make_figures(
     """
     from optscale_jax.experiments import replay_cli, simulate_cli
     from optscale_jax.figures.plots import plot_figure
-    from optscale_jax.sim.estimator_study import COLUMNS, estimator_study
-
     from optscale_jax.io import write_csv
+    from optscale_jax.sim.estimator_study import COLUMNS, estimator_study
 
     replay_dir, sim_dir, estimator_dir = (results / name for name in ("replay", "sim", "estimator"))
     seed_text = str(seed)

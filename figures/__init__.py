@@ -1,1 +1,1 @@
-"""Publication figures (`optscale plot`, `python -m figures`)."""
+"""Publication figures from result files (`optscale plot`, `optscale figures`)."""

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullFormatter
+
 from optscale_jax.figures.style import GREY
 
 # 95% normal quantile, for Monte Carlo error bars from standard errors.

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
 from optscale_jax.figures._axes import (
     Z95,
     diagonal_floor,

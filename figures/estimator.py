@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
+
 from optscale_jax.figures._axes import Z95, legend_height, log_axis_if_wide, plain_log_ticks
 from optscale_jax.figures._table import Row, number, numeric_column, text_column
 from optscale_jax.figures.style import GREY, method_style, new_figure, styled

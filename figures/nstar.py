@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
+
 from optscale_jax.figures._axes import plain_log_ticks
 from optscale_jax.figures.style import SERIES_COLORS, new_figure, styled
 

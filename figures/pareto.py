@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+
 from optscale_jax.figures._axes import (
     REFERENCE_DASHES,
     legend_height,

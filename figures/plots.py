@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+
 from optscale_jax.figures._table import read_rows, resolve_input
 from optscale_jax.figures.calibration import calibration_figure
 from optscale_jax.figures.estimator import estimator_figure

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+
 from optscale_jax.figures._axes import legend_height, log_axis_if_wide, plain_log_ticks
 from optscale_jax.figures._table import (
     Row,

@@ -834,12 +834,23 @@ def _solve(state: _State, data, schedule=None) -> _State:
     return _compacted(state, data, stop, rest) if rest else state
 
 
-def _fit(n, s1, s2, prior, schedule=None):
-    """Shared MLE / MAP driver on flat arrays of one float dtype."""
+def _moments(n, s1, s2):
+    """Sample mean and variance (1/n) from sufficient statistics; (0, 0) where n = 0."""
+    safe_n = jnp.where(n > 0, n, 1.0)
+    mean = s1 / safe_n
+    return mean, jnp.maximum(s2 / safe_n - mean * mean, 0.0)
+
+
+def _fit(n, s1, s2, prior, schedule=None, start=None):
+    """Shared MLE / MAP driver on flat arrays of one float dtype.
+
+    `start`: optional (mu, sigma, use), a warm start: where `use`, the solver starts at
+    (mu, sigma) clipped into the box instead of at the sample moments (not for n = 0, nor
+    for the MLE of degenerate data, which keep their conventions).
+    """
     has_data = n > 0
     safe_n = jnp.where(has_data, n, 1.0)
-    mean = s1 / safe_n
-    var = jnp.maximum(s2 / safe_n - mean * mean, 0.0)
+    mean, var = _moments(n, s1, s2)
     eps = jnp.finfo(s1.dtype).eps
     # All scores equal, up to the rounding of the sums: sigma -> 0 (see module docstring).
     degenerate = has_data & (var <= 16.0 * eps * jnp.maximum(s2 / safe_n, eps))
@@ -854,6 +865,12 @@ def _fit(n, s1, s2, prior, schedule=None):
         frozen = ~has_data
         empty = (jnp.clip(prior_mu, *MU_BOUNDS), jnp.clip(prior_sigma, *SIGMA_BOUNDS))
     mu_start, sigma_start = _starting_point(mean, var, has_data, empty, degenerate, prior)
+    if start is not None:
+        use = start[2] & has_data
+        if prior is None:
+            use = use & ~degenerate
+        mu_start = jnp.where(use, jnp.clip(start[0], *MU_BOUNDS), mu_start)
+        sigma_start = jnp.where(use, jnp.clip(start[1], *SIGMA_BOUNDS), sigma_start)
     state = _start(mu_start, jnp.log(sigma_start), *data, frozen)
     state = _solve(state, data, schedule)
     mu = state.mu

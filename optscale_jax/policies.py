@@ -491,7 +491,7 @@ def _prefix_fits(scores, mask, prior_mu=None, prior_sigma=None, prior_scale=(0.1
     """`prefix_fits` without the checks."""
     n, s1, s2 = estimation._prefix_stats(scores, mask)
     if prior_mu is None:
-        return estimation._fit_mle_stats(n, s1, s2)
+        return _warm_mle_fits(n, s1, s2)
     # Per-question prior arguments broadcast over the prefix axis.
     prior_mu, prior_sigma, scale_mu, scale_sigma = (
         jnp.asarray(x)[..., None] for x in (prior_mu, prior_sigma, *prior_scale)

@@ -9,8 +9,8 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from optscale_jax.figures import plots, style
 
+from optscale_jax.figures import plots, style
 from optscale_jax.io import read_csv, write_csv
 
 RESULTS_COLUMNS = [
