@@ -125,6 +125,15 @@ def _json_line(raw: bytes) -> dict[str, Any] | str | None:
     return record if isinstance(record, dict) else "expected a JSON object"
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in a file; invalid JSON raises ValueError naming the file."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All objects of a JSONL file; a bad line raises ValueError naming the file and line."""
     return [record for _, record in iter_jsonl(path)]

@@ -557,7 +557,7 @@ class _Previous(NamedTuple):
     sigma: jax.Array
     mean: jax.Array
     sd: jax.Array
-    follow: jax.Array  # its fit is certified and its scores spread: start from it
+    follow: jax.Array  # its fit was solved and certified: start from it
 
 
 def _warm_start(previous: _Previous, mean, sd):
@@ -582,10 +582,10 @@ def _warm_scan(n, s1, s2):
     and its moments (the truncation's correction) changes little from one prefix to the
     next while the moments move by O(1 / n), so this start is closer than either the
     moments or the previous fit alone; a fit on an edge of the box mostly stays there. A
-    prefix whose previous fit is not certified (or whose scores were all equal) starts
-    from its moments, as an independent fit does. (MAP objectives can have several local
-    optima, and a warm start would follow one of them along the prefixes: they are not
-    warm-started.)
+    prefix whose previous fit is uncertified or a convention (no data, all scores equal)
+    starts from its moments, as an independent fit does; so does a fit that the warm start
+    left uncertified (`_fit_or_refit`). MAP objectives can have several local optima, and
+    a warm start would follow one of them along the prefixes: they are not warm-started.
 
     Args:
         n, s1, s2: `[K, width]` cumulative sufficient statistics, prefix j in row j.
@@ -602,7 +602,8 @@ def _warm_scan(n, s1, s2):
         certified = (fit.status == estimation.FitStatus.CONVERGED) | (
             fit.status == estimation.FitStatus.AT_BOUND
         )
-        return _Previous(fit.mu, fit.sigma, mean, sd, certified & (sd > 0)), fit
+        # A fit without iterations is a convention (no data, or all scores equal).
+        return _Previous(fit.mu, fit.sigma, mean, sd, certified & (fit.steps > 0)), fit
 
     zeros = jnp.zeros(n.shape[1], n.dtype)
     first = _Previous(zeros, zeros, zeros, zeros, jnp.zeros(n.shape[1], bool))

@@ -85,12 +85,6 @@ class Endpoints(NamedTuple):
 def endpoints(mu: ArrayLike, sigma: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0):
     """The parts of `logcdf` that do not depend on x, to evaluate it at many x cheaply.
 
-    Args:
-        mu: location of the untruncated normal.
-        sigma: scale of the untruncated normal (> 0).
-        low: lower truncation point.
-        high: upper truncation point (> low).
-
     Returns:
         `Endpoints`, broadcast over the arguments.
     """
@@ -145,12 +139,6 @@ def _standardise(x, mu, sigma, low, high):
 def log_normaliser(mu: ArrayLike, sigma: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0):
     """log Z = log(Phi(b) - Phi(a)), the log probability that N(mu, sigma^2) lies in [low, high].
 
-    Args:
-        mu: location of the untruncated normal.
-        sigma: scale of the untruncated normal (> 0).
-        low: lower truncation point.
-        high: upper truncation point (> low).
-
     Returns:
         log Z, broadcast over the arguments.
     """
@@ -204,11 +192,7 @@ def logcdf(
 def logsf(
     x: ArrayLike, mu: ArrayLike, sigma: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0
 ) -> jax.Array:
-    """log(1 - F(x)) = -softplus(log L - log R); see `logcdf`.
-
-    Returns:
-        log(1 - F(x)), broadcast over the arguments.
-    """
+    """log(1 - F(x)) = -softplus(log L - log R), broadcast over the arguments; see `logcdf`."""
     log_left, log_right = _log_masses(x, mu, sigma, low, high)
     return -jax.nn.softplus(log_left - log_right)
 

@@ -117,35 +117,28 @@ def log_cdf_sf_from(log_cdf, log_sf):
     return log_cdf_sf
 
 
-def continuous_law(
-    name: str,
-    num_params: int,
-    *,
-    stats,
-    prefix_stats,
-    fit,
-    loglik,
-    log_pdf,
-    log_cdf,
-    log_sf,
-    log_cdf_sf,
-    sample,
-) -> ScoreLaw:
-    """The `ScoreLaw` of a continuous law on [0, 1]: no atoms (`atoms` gives (0, 0)),
-    P(X < s) = P(X <= s) (`log_miss` is `log_cdf`), parameters of plain arrays."""
+def continuous_law(name: str, num_params: int, functions: dict) -> ScoreLaw:
+    """The `ScoreLaw` of a continuous law on [0, 1] from its module's functions.
+
+    `functions` (a module's `globals()`) provides `stats`, `prefix_stats`, `fit`, `loglik`,
+    `log_pdf`, `log_cdf`, `log_sf`, `sample` and optionally `log_cdf_sf` (default: from
+    `log_cdf` and `log_sf`). No atoms (`atoms` gives (0, 0)), P(X < s) = P(X <= s)
+    (`log_miss` is `log_cdf`), parameters of plain arrays.
+    """
+    log_cdf, log_sf = functions["log_cdf"], functions["log_sf"]
     return ScoreLaw(
         name=name,
         num_params=num_params,
-        stats=stats,
-        prefix_stats=prefix_stats,
-        fit=fit,
-        loglik=loglik,
-        log_pdf_or_pmf=log_pdf,
+        stats=functions["stats"],
+        prefix_stats=functions["prefix_stats"],
+        fit=functions["fit"],
+        loglik=functions["loglik"],
+        log_pdf_or_pmf=functions["log_pdf"],
         log_cdf=log_cdf,
         log_sf=log_sf,
-        log_cdf_sf=log_cdf_sf,
+        log_cdf_sf=functions.get("log_cdf_sf") or log_cdf_sf_from(log_cdf, log_sf),
         log_miss=log_cdf,
-        sample=sample,
+        sample=functions["sample"],
         atoms=no_atoms,
         with_sample_axis=add_sample_axis,
     )

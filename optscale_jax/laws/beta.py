@@ -427,16 +427,4 @@ def sample(key: jax.Array, params: BetaParams, shape: tuple[int, ...]) -> jax.Ar
     return jax.random.beta(key, params.a, params.b, shape, dtype)
 
 
-LAW = base.continuous_law(
-    "beta",
-    2,
-    stats=stats,
-    prefix_stats=prefix_stats,
-    fit=fit,
-    loglik=loglik,
-    log_pdf=log_pdf,
-    log_cdf=log_cdf,
-    log_sf=log_sf,
-    log_cdf_sf=log_cdf_sf,
-    sample=sample,
-)
+LAW = base.continuous_law("beta", 2, globals())

@@ -145,16 +145,4 @@ def sample(key: jax.Array, params: TNParams, shape: tuple[int, ...]) -> jax.Arra
     )
 
 
-LAW = base.continuous_law(
-    "tn",
-    2,
-    stats=stats,
-    prefix_stats=prefix_stats,
-    fit=fit,
-    loglik=loglik,
-    log_pdf=log_pdf,
-    log_cdf=log_cdf,
-    log_sf=log_sf,
-    log_cdf_sf=base.log_cdf_sf_from(log_cdf, log_sf),
-    sample=sample,
-)
+LAW = base.continuous_law("tn", 2, globals())

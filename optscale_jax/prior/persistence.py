@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from collections.abc import Mapping
@@ -10,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from optscale_jax.io import atomic_path, write_json
+from optscale_jax.io import atomic_path, read_json, write_json
 from optscale_jax.prior.features import FeaturiserConfig
 from optscale_jax.prior.model import ModelConfig, PriorPredictor
 
@@ -92,10 +91,7 @@ def load_prior(directory: str | os.PathLike) -> PriorPredictor:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"model: no {path.name} in {directory}")
-    try:
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not JSON ({error})") from None
+    saved = read_json(config_path)
     if saved.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{config_path}: unsupported format_version {saved.get('format_version')!r}"

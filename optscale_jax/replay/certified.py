@@ -9,10 +9,11 @@ into the live loop's stopping settings.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Any
+
+from optscale_jax.io import read_json
 
 CERTIFIED_SETTING_FILE = "certified_setting.json"
 # What a certificate must hold besides its methods.
@@ -38,9 +39,9 @@ def read_certified_setting(path: str | os.PathLike, method: str) -> dict[str, An
     if not path.is_file():
         raise FileNotFoundError(f"setting: no such file: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"setting: {path} is not JSON ({error})") from None
+        data = read_json(path)
+    except ValueError as error:
+        raise ValueError(f"setting: {error}") from None
     block = data.get("certified_settings", data) if isinstance(data, dict) else None
     if not isinstance(block, dict) or not all(k in block for k in ("methods", *_FIELDS)):
         raise ValueError(
