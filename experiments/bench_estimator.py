@@ -4,8 +4,9 @@ Both paths see the same scores. (a) The released path, per question in a Python 
 `scipy.optimize.minimize(method="L-BFGS-B")` of the truncated-normal NLL started at the
 sample mean and std, then a scan N = 1..max_n for the first N with 1 - F^N >= alpha; timed
 on a subsample and extrapolated per fit. (b) This package: `fit_mle` on all questions at
-once, then `optimal_n`. Figures are printed as `name: value` lines; the last line is
-`speedup_vs_scipy_loop: X`.
+once, then `optimal_n`; with `--devices N|all`, both with the question axis sharded over
+that many devices (`optscale_jax.devices`) and gathered back to the host. Figures are
+printed as `name: value` lines; the last line is `speedup_vs_scipy_loop: X`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.95, help="target probability for N*")
     parser.add_argument("--max-n", type=int, default=256, help="cap of N*")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is kept)")
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="N|all",
+        help="shard the questions over N devices (or all); default: one device, unsharded",
+    )
 
 
 def _scipy_released_path(scores, s_min, alpha, max_n):
@@ -65,6 +72,37 @@ def _one_blas_thread():
     return threadpool_limits(limits=1)
 
 
+def _jax_paths(scores, args, mesh):
+    """(fit, fit + N*) of all questions: on one device, or sharded over `mesh` if given."""
+    import functools
+
+    import jax
+
+    from optscale_jax import devices, fit_mle, optimal_n
+
+    # One object across calls, so the sharded program is compiled once.
+    nstar = functools.partial(optimal_n, s_min=args.s_min, alpha=args.alpha, max_n=args.max_n)
+    if mesh is None:
+
+        def fit_only():
+            return jax.block_until_ready(fit_mle(scores))
+
+        def fit_and_nstar():
+            fit = fit_mle(scores)
+            return jax.block_until_ready((fit, nstar(fit.mu, fit.sigma)))
+
+        return fit_only, fit_and_nstar
+
+    def fit_only():
+        return devices.run_sharded(fit_mle, scores, mesh=mesh)
+
+    def fit_and_nstar():
+        fit = fit_only()
+        return fit, devices.run_sharded(nstar, fit.mu, fit.sigma, mesh=mesh)
+
+    return fit_only, fit_and_nstar
+
+
 def _best_time(fn, repeats):
     best = math.inf
     for _ in range(repeats):
@@ -91,12 +129,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
+    from optscale_jax import devices
+
+    mesh = None if args.devices is None else devices.question_mesh(args.devices)
     import jax.numpy as jnp
     import numpy as np
     from jax.scipy.special import log_ndtr
     from tqdm import tqdm
 
-    from optscale_jax import FitStatus, fit_mle, optimal_n, truncnorm
+    from optscale_jax import FitStatus, truncnorm
 
     dtype = jnp.dtype(args.dtype)
     key_params, key_scores = jax.random.split(jax.random.PRNGKey(args.seed))
@@ -107,15 +148,7 @@ def run(args: argparse.Namespace) -> int:
     scores = truncnorm.sample(key_scores, mu, sigma, (args.questions, args.samples), dtype=dtype)
     scores = jax.block_until_ready(scores)
 
-    def jax_path():
-        fit = fit_mle(scores)
-        return jax.block_until_ready(
-            (fit, optimal_n(fit.mu, fit.sigma, args.s_min, args.alpha, args.max_n))
-        )
-
-    def fit_only():
-        return jax.block_until_ready(fit_mle(scores))
-
+    fit_only, jax_path = _jax_paths(scores, args, mesh)
     fit, n_star = jax_path()  # compile
     fit_time = _best_time(fit_only, args.repeats)
     total_time = _best_time(jax_path, args.repeats)
@@ -143,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     figures = [
         ("questions", f"{args.questions} x {args.samples} {args.dtype}"),
+        *([] if mesh is None else [("devices", f"{mesh.devices.size}")]),
         ("jax_fit_seconds", f"{fit_time:.3f}"),
         ("jax_fit_plus_nstar_seconds", f"{total_time:.3f}"),
         ("log_ndtr_pass_seconds_1e6", f"{log_ndtr_time:.5f}"),

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "optscale_jax.experiments.prior_cli",
         "train / predict / evaluate the OptScalet prior",
     ),
+    "diagnose": (
+        "optscale_jax.experiments.diagnose_cli",
+        "does each score law fit a log? per-question fits, AIC, bootstrap tests",
+    ),
     "figures": ("optscale_jax.experiments.figure_set", "regenerate the README's figure set"),
     "bench": ("optscale_jax.experiments.bench", "benchmarks that print their figures"),
 }

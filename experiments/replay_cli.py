@@ -4,6 +4,8 @@ Example:
     optscale replay --demo --out runs/gpqa
     optscale replay pool.json --format optscale-pool --prompts math500.jsonl --out runs/math
     optscale replay --demo --select ltt --risk disagree --epsilon 0.05 --delta 0.1 --out runs/ltt
+    optscale replay --demo --methods bon budget --budget 2 4 8 --objective reach --out runs/budget
+    optscale replay --demo --law tn beta-atoms empirical auto --out runs/laws
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import pathlib
 import sys
 
 from optscale_jax.replay import (
+    BUDGET_UNITS,
     CERTIFIED_SETTING_FILE,
+    DEFAULT_METHODS,
     METHOD_TABLE,
     METHODS,
     PER_QUESTION_COLUMNS,
     ReplayConfig,
 )
 from optscale_jax.replay.config import LTT_DEFAULT_SPLIT, PROTOCOLS, SELECTIONS
+from optscale_jax.replay.stream import DEFAULT_BLOCK_QUESTIONS
 
 FORMATS = ("auto", "jsonl", "parquet", "optscale-pool", "search-and-learn", "gpqa-genrm")
 _DEFAULTS = ReplayConfig()
@@ -65,26 +70,50 @@ def add_grid_argument(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the `optscale replay` arguments."""
-    _add_log_arguments(parser)
+    add_log_arguments(parser)
     _add_method_arguments(parser)
     _add_evaluation_arguments(parser)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="read a JSONL or Parquet log in blocks of questions (logs bigger than memory), "
+        "writing the per-question outcomes to OUT/outcomes; the per-question methods only",
+    )
+    parser.add_argument(
+        "--block-questions",
+        type=int,
+        default=DEFAULT_BLOCK_QUESTIONS,
+        help="--stream: questions per block",
+    )
+    parser.add_argument(
         "--no-figures",
         action="store_true",
         help="write report.md without the figures (pareto and samples, png and pdf)",
     )
-
-
-def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
-    """The log and its reader's options."""
-    parser.add_argument("log", nargs="?", metavar="LOG", help="log file (omit with --demo)")
     parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="replay the GPQA-Diamond generative-verifier log shipped with the package",
+        "--devices",
+        default=None,
+        metavar="N|all",
+        help="shard the OptScale prefix fits and grid over N local devices, or all of them "
+        "(same files as one device; default: one device, unsharded)",
     )
+
+
+DEMO_HELP = "replay the GPQA-Diamond generative-verifier log shipped with the package"
+
+
+def add_log_arguments(parser: argparse.ArgumentParser, demo_help: str = DEMO_HELP) -> None:
+    """The log and its reader's options (LOG, --demo, --format, ...), as every command that
+    reads a log the way `optscale replay` does takes them.
+
+    Args:
+        parser: the command's parser.
+        demo_help: the help of `--demo` (what the command does with the shipped log).
+    """
+    parser.add_argument("log", nargs="?", metavar="LOG", help="log file (omit with --demo)")
+    parser.add_argument("--demo", action="store_true", help=demo_help)
     parser.add_argument("--format", default="auto", choices=FORMATS, help="log format")
     parser.add_argument("--prompts", help="optscale-pool: prompts file with the gold answers")
     parser.add_argument(
@@ -111,7 +140,8 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=METHODS,
         metavar="METHOD",
-        help=f"methods to run (default: every one the log supports): {', '.join(METHODS)}",
+        help="methods to run (default: every one the log supports, but the budget methods, "
+        f"which need --budget): {', '.join(METHODS)}",
     )
     parser.add_argument("--max-n", type=int, help="cap on samples per question (default: all)")
     add_grid_argument(
@@ -128,6 +158,17 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
     add_grid_argument(parser, "--window", int, "W", "ESC window sizes")
     add_grid_argument(parser, "--threshold", float, "T", "Adaptive-Consistency stopping thresholds")
     parser.add_argument(
+        "--law",
+        nargs="+",
+        default=list(_DEFAULTS.law),
+        metavar="LAW",
+        help="score laws the OptScale methods fit, each reported as its own method "
+        "(optscale0[beta], ...): tn (the default: the paper's truncated normal), beta, "
+        "tn-atoms, beta-atoms, empirical (DKW band), auto (per question and prefix the "
+        "least-AIC parametric law); optscalet runs with tn and tn-atoms only (its prior is "
+        "a truncated-normal prior). A law other than tn adds a law column to results.csv",
+    )
+    parser.add_argument(
         "--prior",
         help="OptScalet prior: 'log' (the log's prior field), 'eb' (empirical Bayes on the "
         "selection questions), a JSONL file of {id, mu, sigma}, or 'MU,SIGMA' "
@@ -140,6 +181,43 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(_DEFAULTS.prior_scale),
         metavar=("MU_SCALE", "SIGMA_SCALE"),
         help="standard deviations of the priors on mu and sigma",
+    )
+    _add_budget_arguments(parser)
+
+
+def _add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The budget methods' budgets, objective, waves and unit."""
+    from optscale_jax.allocation import OBJECTIVES
+
+    add_grid_argument(
+        parser,
+        "--budget",
+        float,
+        "B",
+        "mean budgets per question of the budget methods (budget, budget-uniform, "
+        "budget-elimination, budget-optscale0, budget-oracle)",
+    )
+    parser.add_argument(
+        "--objective",
+        default=_DEFAULTS.objective,
+        choices=tuple(OBJECTIVES),
+        help="budget: reach (expected questions whose best score reaches --budget-s-min) or "
+        "best (expected best scores)",
+    )
+    parser.add_argument(
+        "--wave", type=int, help="budget: samples per wave (default: one per question)"
+    )
+    parser.add_argument(
+        "--budget-unit",
+        default=_DEFAULTS.budget_unit,
+        choices=BUDGET_UNITS,
+        help="count --budget in samples or in tokens (the log's token counts)",
+    )
+    parser.add_argument(
+        "--budget-s-min",
+        type=float,
+        default=_DEFAULTS.budget_s_min,
+        help="score threshold of --objective reach and of budget-elimination",
     )
 
 
@@ -191,7 +269,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     """The ReplayConfig of parsed arguments; it checks itself (ValueError naming the field,
     which the dispatcher turns into the flag)."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(ReplayConfig)}
-    values["methods"] = args.methods or METHODS
+    values["methods"] = args.methods or DEFAULT_METHODS
     return ReplayConfig(
         **{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
     )
@@ -229,8 +307,9 @@ def format_table(table: list[dict], cost_unit: str, split: str, reference: str =
         split: the reported split's name.
         reference: the reference method's name in messages ("BoN", "SC").
     """
+    width = max(15, *(len(t["method"]) for t in table))
     header = (
-        f"{'method':<15} {'setting':<32} {split + ' accuracy [95% CI]':<32}"
+        f"{'method':<{width}} {'setting':<32} {split + ' accuracy [95% CI]':<32}"
         f" {'samples':>8} {'cost (' + cost_unit + ')':>16} {'saving':>8}"
     )
     lines = [header, "-" * len(header)]
@@ -238,7 +317,7 @@ def format_table(table: list[dict], cost_unit: str, split: str, reference: str =
         low, high = t["ci"]
         setting, saving = _setting_and_saving(t)
         lines.append(
-            f"{t['method']:<15} {setting:<32} {t['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
+            f"{t['method']:<{width}} {setting:<32} {t['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
             f"{'':<13} {t['mean_samples']:>8.2f} {t['mean_cost']:>16.2f} {saving:>8}"
         )
     if not all(t["qualified"] for t in table):
@@ -317,6 +396,8 @@ def terminal_text(summary: dict, table: list[dict]) -> str:
         lines += _ltt_lines(summary)
     else:
         lines.append(format_table(table, cost_unit, split, reference))
+    if "vs_uniform" in summary:
+        lines += budget_lines(summary)
     skipped = summary["skipped_methods"]
     lines += [f"skipped {method}: {reason}" for method, reason in skipped.items()]
     if "labels_note" in summary:
@@ -329,29 +410,81 @@ def terminal_text(summary: dict, table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def budget_lines(summary: dict) -> list[str]:
+    """The budget methods per budget on all questions: accuracy and mean samples (cost), and
+    budget's accuracy minus uniform Best-of-N's with its paired bootstrap CI."""
+    block = summary["budget"]
+    unit = block["unit"]
+    methods = list(dict.fromkeys(f["method"] for f in block["figures"]))
+    vs_uniform = {entry["budget"]: entry for entry in summary["vs_uniform"]}
+    lines = [
+        f"at equal budget ({unit} per question, all {block['questions']} questions, "
+        f"objective {block['objective']}): accuracy (mean {unit})",
+        f"{'budget':>8} " + " ".join(f"{m:>22}" for m in methods) + f" {'budget - uniform':>28}",
+    ]
+    for budget in dict.fromkeys(f["budget"] for f in block["figures"]):
+        at = {f["method"]: f for f in block["figures"] if f["budget"] == budget}
+        cells = [
+            f"{at[m]['accuracy']:.3f} ({_spent(at[m], unit):.4g})" if m in at else "-"
+            for m in methods
+        ]
+        entry = vs_uniform.get(budget)
+        difference = (
+            f"{entry['difference']:+.3f} [{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
+            if entry
+            else "-"
+        )
+        lines.append(f"{budget:>8g} " + " ".join(f"{c:>22}" for c in cells) + f" {difference:>28}")
+    lines += [f"{m} {note}" for m, note in block["ceilings"].items()]
+    return lines
+
+
+def _spent(figures: dict, unit: str) -> float:
+    return figures["mean_samples"] if unit == "samples" else figures["mean_cost"]
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the replay and writes results.csv, summary.json and per_question.csv to --out
     (and certified_setting.json with --select ltt), then report.md with the figures."""
     config = config_from_args(args)
-    log = load_log(args)
+    out = pathlib.Path(args.out)
+    log = None if args.stream else load_log(args)
 
     import jax
 
     # Replay is small next to the fits' cost; float64 keeps it identical to the references.
     jax.config.update("jax_enable_x64", True)
-    from optscale_jax import replay
+    from optscale_jax import devices, replay
     from optscale_jax.experiments.replay_report import write_report
+    from optscale_jax.replay.engine import sharded_over
 
-    result = replay.evaluate(
-        log, config, explicit_methods=args.methods is not None, progress=not args.no_progress
-    )
-    out = pathlib.Path(args.out)
+    explicit = args.methods is not None
+    mesh = None if args.devices is None else devices.question_mesh(args.devices)
+    with sharded_over(mesh):
+        if args.stream:
+            result = _evaluate_stream(args, config, out)
+        else:
+            result = replay.evaluate(
+                log, config, explicit_methods=explicit, progress=not args.no_progress
+            )
     written = _write_results(result, out)
     terminal = terminal_text(result.summary, result.table)
     print(terminal)
     written += write_report(out, terminal, config, result.summary, figures=not args.no_figures)
     print(f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     return 0
+
+
+def _evaluate_stream(args: argparse.Namespace, config: ReplayConfig, out: pathlib.Path):
+    """`replay.evaluate_stream` of LOG (a JSONL or Parquet log; not --demo)."""
+    from optscale_jax.replay.stream import evaluate_stream
+
+    if args.demo or args.log is None:
+        raise ValueError("stream reads LOG (a JSONL or Parquet log), not --demo")
+    return evaluate_stream(
+        args.log, config, out / "outcomes",
+        args.block_questions, args.format, args.methods is not None, not args.no_progress,
+    )  # fmt: skip
 
 
 def _write_results(result, out: pathlib.Path) -> list[pathlib.Path]:

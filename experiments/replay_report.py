@@ -21,8 +21,9 @@ REPORT_FIGURES = {
     "pareto": "accuracy against mean cost per question, every setting of every method",
     "samples": "samples drawn per question by each method's chosen setting",
 }
-# ReplayConfig fields that only mean something with select="ltt".
+# ReplayConfig fields that only mean something with select="ltt", or with a budget method.
 _LTT_FIELDS = ("risk", "epsilon", "delta")
+_BUDGET_FIELDS = ("budget", "objective", "wave", "budget_unit", "budget_s_min")
 
 
 def write_report(
@@ -100,7 +101,8 @@ def _figure_lines(drawn: list[pathlib.Path], notes: list[str], figures: bool) ->
 
 def settings_rows(config: ReplayConfig, summary: dict[str, Any]) -> list[tuple[str, Any]]:
     """The replay's settings as (name, value): the log, the methods run and skipped, then
-    every field of `config` (resolved defaults say so; LTT's fields only with select="ltt").
+    every field of `config` (resolved defaults say so; LTT's fields only with select="ltt",
+    the budget's only with a budget method, the score laws only when one other than tn is).
     """
     rows: list[tuple[str, Any]] = [
         ("log", summary["log"]),
@@ -111,10 +113,16 @@ def settings_rows(config: ReplayConfig, summary: dict[str, Any]) -> list[tuple[s
         "max_n": f"all ({summary['max_n']})",
         "fixed_n": f"1..{summary['max_n']}",
         "prior": f"default ({summary['prior']})" if summary["prior"] else None,
+        "wave": "one per question",
     }
     for field in dataclasses.fields(config):
         name, value = field.name, getattr(config, field.name)
-        if name == "methods" or (name in _LTT_FIELDS and config.select != "ltt"):
+        if (
+            name == "methods"
+            or (name in _LTT_FIELDS and config.select != "ltt")
+            or (name in _BUDGET_FIELDS and "budget" not in summary)
+            or (name == "law" and not config.law_column)
+        ):
             continue
         rows.append((name, resolved.get(name) if value is None else value))
     if "labels_note" in summary:

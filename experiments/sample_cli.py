@@ -1,9 +1,15 @@
 """`optscale sample`: live Best-of-N with OptScale stopping (vLLM sampler + verifier).
 
+With `--budget B`, no per-question stopping: B samples per prompt on average are spent over
+the prompt set in waves, where the fitted score laws say they help most
+(`optscale_jax.live.budget_loop`); each wave's allocation is logged beside `--out`
+(`run.jsonl` -> `run.allocation.jsonl`), and `--resume` continues from both files.
+
 Example (offline, CPU)::
 
     optscale sample --model smollm2 --verifier judge:smollm2 \\
         --prompts optscale_jax/data/optscale-official/prompts/gsm8k5.jsonl --out run.jsonl
+    optscale sample ... --budget 4 --objective reach --wave 5 --out budget.jsonl
     optscale replay run.jsonl ...
 """
 
@@ -64,6 +70,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar=("MU_SCALE", "SIGMA_SCALE"),
         help="standard deviations of the Gaussian priors on mu and sigma",
     )
+    stop.add_argument(
+        "--law",
+        default="tn",
+        metavar="LAW",
+        help="the score law N* comes from, fitted per question to its scores so far: tn "
+        "(default), beta, tn-atoms, beta-atoms, empirical (DKW band), or auto (per question "
+        "the parametric law with the least AIC); with a law other than tn each log line "
+        "and the summary name the law that decided (no --prior, --setting or --budget)",
+    )
+
+    _add_budget_arguments(parser)
 
     gen = parser.add_argument_group("sampling")
     gen.add_argument("--seed", type=int, default=0, help="run seed (per question and wave)")
@@ -97,6 +114,57 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ver.add_argument(
         "--verifier-max-length", type=int, default=None, help="truncate inputs to this"
     )
+
+
+def _add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The budget mode: a total budget spread over the prompts instead of OptScale stopping."""
+    budget = parser.add_argument_group(
+        "budget allocation (instead of OptScale stopping; --max-n caps each prompt, --s-min is "
+        "reach's threshold)"
+    )
+    budget.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="B",
+        help="spend B samples per prompt on average (floor(B * prompts) in total), in waves, "
+        "where the fitted score laws gain most; B in [--m0, --max-n]. Each wave's allocation "
+        "is logged beside --out (run.jsonl -> run.allocation.jsonl); --resume reads both",
+    )
+    budget.add_argument(
+        "--objective",
+        choices=("reach", "best"),
+        default=None,
+        help="reach: most prompts whose best score reaches --s-min (default); best: highest "
+        "sum of expected best scores",
+    )
+    budget.add_argument(
+        "--wave",
+        type=int,
+        default=None,
+        metavar="W",
+        help="samples per wave after the first (default: the number of prompts)",
+    )
+    budget.add_argument(
+        "--m0", type=int, default=None, help="samples every prompt draws first (default 2)"
+    )
+
+
+def _budget_config(args: argparse.Namespace):
+    """The `BudgetConfig` of --budget, or None; the budget flags need --budget."""
+    if args.budget is None:
+        for name in ("objective", "wave", "m0"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"{name}: only with --budget")
+        return None
+    if args.setting is not None:
+        raise ValueError("setting: a certified stopping setting does not apply to --budget")
+    if args.law != "tn":
+        raise ValueError(f"law: --budget plans with the tn law only, got {args.law!r}")
+    from optscale_jax.live.budget_loop import BudgetConfig
+
+    given = {name: getattr(args, name) for name in ("objective", "wave", "m0")}
+    return BudgetConfig(args.budget, **{k: v for k, v in given.items() if v is not None})
 
 
 def _add_server_arguments(gen: argparse._ArgumentGroup) -> None:
@@ -235,11 +303,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"temperature: must be >= 0, got {args.temperature}")
     _check_parallelism(args)
     parse_verifier_spec(args.verifier)
+    budget = _budget_config(args)
     priors = loop.read_priors(args.prior) if args.prior else None
     questions = loop.read_prompts(_prompts_file(args.prompts), priors)
     if args.limit is not None:
         _check_positive(args.limit, "limit")
         questions = questions[: args.limit]
+    if args.setting is not None and args.law != "tn":
+        raise ValueError(f"law: a certified --setting is the tn law's, got {args.law!r}")
     stopping, certificate = _certified(args.setting, questions)
     config = loop_config(args, prior_scale=tuple(args.prior_scale), **stopping)
     model_path = None if args.endpoint else str(resolve_model(args.model))
@@ -256,9 +327,7 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.verifier_max_length,
     )
     try:
-        summary = loop.run_online(
-            questions, sampler, verifier, config, args.out, resume=args.resume
-        )
+        summary = _run_loop(questions, sampler, verifier, config, budget, args)
     except loop.LogExistsError as error:
         raise ValueError(f"out: {error.path} exists; pass --resume to continue it") from None
     except EndpointsFailedError as error:
@@ -271,6 +340,23 @@ def run(args: argparse.Namespace) -> int:
 
         write_json(summary.as_dict(), args.summary)
     return 0
+
+
+def _run_loop(questions, sampler, verifier, config, budget, args: argparse.Namespace):
+    """OptScale stopping per question, or with a budget the allocation across questions."""
+    from optscale_jax.live import budget_loop, loop
+
+    if budget is None:
+        if args.resume and budget_loop.allocation_log_path(args.out).exists():
+            raise ValueError(f"budget: {args.out} was run with --budget; resume it with the same")
+        return loop.run_online(questions, sampler, verifier, config, args.out, resume=args.resume)
+    import jax
+
+    # The allocation's fits in float64, as `optscale replay` computes them from the log.
+    jax.config.update("jax_enable_x64", True)
+    return budget_loop.run_budget(
+        questions, sampler, verifier, config, budget, args.out, resume=args.resume
+    )
 
 
 def print_summary(summary) -> None:
@@ -294,11 +380,33 @@ def print_summary(summary) -> None:
         "wall_seconds": f"{summary.wall_seconds:.1f}",
         "decision_seconds": f"{summary.decision_seconds:.3f}",
     }
+    if hasattr(summary, "total_budget"):  # the budget mode: no stopping by N*
+        del lines["stopped_by_nstar"]
+        lines |= _budget_lines(summary)
     if summary.setting is not None:
         lines["setting"] = _certificate_line(summary.setting)
+    if getattr(summary, "law", "tn") != "tn":
+        lines["law"] = _law_line(summary)
     for name, value in lines.items():
         print(f"{name}: {value}")
     sys.stdout.flush()
+
+
+def _law_line(summary) -> str:
+    """`auto` (tn-atoms 3, beta 2) or the one law: how many questions each law decided."""
+    decided = list((summary.question_laws or {}).values())
+    counts = ", ".join(f"{name} {decided.count(name)}" for name in dict.fromkeys(decided))
+    return f"{summary.law} ({counts})" if counts else summary.law
+
+
+def _budget_lines(summary) -> dict[str, str]:
+    """The budget mode's lines of a `BudgetRunSummary`."""
+    return {
+        "budget": f"{summary.budget:g} per prompt ({summary.samples} of "
+        f"{summary.total_budget} samples spent; objective {summary.objective}, m0 "
+        f"{summary.m0}, {summary.wave} per wave)",
+        "allocation_log": summary.allocation_log,
+    }
 
 
 def _certified(path: str | None, questions) -> tuple[dict, dict | None]:

@@ -2,15 +2,26 @@
 
 Examples:
     optscale simulate coverage --seed 0 --out runs/sim
+    optscale simulate coverage --law tn beta beta-atoms empirical --seed 0 --out runs/sim-laws
     optscale simulate adaptive --population math --questions 300 --seed 0 --out runs/sim
     optscale simulate misspec --rho 0 0.2 0.5 0.8 --seed 0 --out runs/sim
     optscale simulate log --questions 500 --samples 64 --population math --seed 0 --out runs/log
     optscale simulate estimator --questions 2000 --prior-noise 0.05,0.1,0.2 --seed 0 --out runs/est
     optscale simulate calibration --seed 0 --out runs/ltt
+    optscale simulate adaptive --questions 2000 --seed 0 --out runs/sim --devices all
 
-coverage, adaptive and misspec write `<study>.csv` (one row per cell) and `<study>.json` (the
+`coverage --law L ...` fits each law L to pilots of every question's scores drawn from each
+true law of `--families` and reports the realised coverage of the fitted law's N*
+(`optscale_jax.sim.studies.law_coverage_study`; columns `LAW_COVERAGE_COLUMNS`: `family` the
+true law, `law` the fitted one). coverage, adaptive and misspec write `<study>.csv` (one row per cell) and `<study>.json` (the
 configuration, the elapsed time and the rows); `log` writes `log.jsonl` (the replay schema)
 and `log.json`; `estimator` writes `estimator.csv` and `estimator.json` (its configuration).
+
+coverage, adaptive, misspec, estimator and budget take `--devices N|all` (the questions
+sharded over the devices, `optscale_jax.sim.sharding`; default one device, unsharded) and
+`--coordinator HOST:PORT --num-processes P --process-id I` or `--distributed` (one process
+per host, `jax.distributed`; process 0 writes). The files equal one device's, except
+`elapsed_seconds`; docs/sections/scale.md has the launch.
 
 Each subcommand is one entry of `STUDIES`; `run` runs any of them the same way: read the
 inputs, simulate under a progress bar, write the files. The simulator (`optscale_jax.sim`) is
@@ -40,6 +51,8 @@ class Study(NamedTuple):
         total: (args, inputs) -> the length of the progress bar.
         simulate: (args, inputs, progress) -> the result; calls progress(steps) as it goes.
         write: (args, inputs, result, started) -> the files written.
+        sharded: whether the study takes `--devices` and the multi-process options (its
+            question axis is spread over `args._mesh`).
     """
 
     help: str
@@ -49,6 +62,7 @@ class Study(NamedTuple):
     total: Callable[[argparse.Namespace, Any], int]
     simulate: Callable[[argparse.Namespace, Any, Progress], Any]
     write: Callable[[argparse.Namespace, Any, Any, float], list[pathlib.Path]]
+    sharded: bool = False
 
 
 class _Table(NamedTuple):
@@ -62,33 +76,59 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the `optscale simulate` subcommands (the entries of `STUDIES`) and their arguments."""
     subparsers = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
     for name, study in STUDIES.items():
-        study.add_arguments(subparsers.add_parser(name, help=study.help))
+        study_parser = subparsers.add_parser(name, help=study.help)
+        study.add_arguments(study_parser)
+        if study.sharded:
+            _device_arguments(study_parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the chosen study, writes its files and prints their paths; returns the exit code."""
+    """Runs the chosen study, writes its files and prints their paths; returns the exit code.
+
+    Over several processes (`--num-processes`, `--distributed`) every process simulates its
+    share of the questions and process 0 alone writes and prints.
+    """
     import jax
 
+    args._mesh = _mesh(args) if STUDIES[args.study].sharded else None
     # `estimator` has no --float32: it runs in float32 whatever the process-wide flag.
     jax.config.update("jax_enable_x64", not getattr(args, "float32", False))
     started = time.perf_counter()
     study = STUDIES[args.study]
     inputs = study.prepare(args)
-    with _progress(study.total(args, inputs), study.unit, args.study) as bar:
+    writer = jax.process_index() == 0
+    with _progress(study.total(args, inputs), study.unit, args.study, writer) as bar:
         result = study.simulate(args, inputs, bar.update)
-    for path in study.write(args, inputs, result, started):
+    for path in study.write(args, inputs, result, started) if writer else ():
         print(path)
     return 0
 
 
-def _progress(total: int, unit: str, description: str):
+def _mesh(args: argparse.Namespace):
+    """Joins the processes of a multi-process run, then the question mesh of `--devices`
+    (None: one device, unsharded; "all" by default over several processes)."""
+    from optscale_jax import devices
+
+    distributed = args.distributed or any(
+        value is not None for value in (args.coordinator, args.num_processes, args.process_id)
+    )
+    if distributed:
+        # Before anything else starts jax's backends.
+        devices.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.devices is None and not distributed:
+        return None
+    return devices.question_mesh("all" if args.devices is None else args.devices)
+
+
+def _progress(total: int, unit: str, description: str, shown: bool = True):
     from tqdm import tqdm
 
     # The study checks its arguments before its first step: with a short delay, an input
     # error prints no empty bar ahead of its message.
     return tqdm(
-        total=total, unit=unit, desc=description, file=sys.stderr, dynamic_ncols=True, delay=0.1
-    )
+        total=total, unit=unit, desc=description, file=sys.stderr, dynamic_ncols=True,
+        delay=0.1, disable=not shown,
+    )  # fmt: skip
 
 
 def _one_step(args: argparse.Namespace, inputs: Any) -> int:
@@ -96,6 +136,33 @@ def _one_step(args: argparse.Namespace, inputs: Any) -> int:
 
 
 # --------------------------------------------------------------------------- arguments
+
+
+# Options of how a study runs, not what it computes: left out of the written config, so
+# the files of a sharded run equal those of one device.
+_DEVICE_OPTIONS = ("devices", "distributed", "coordinator", "num_processes", "process_id")
+
+
+def _device_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("devices and processes (same results as one device)")
+    group.add_argument(
+        "--devices",
+        default=None,
+        metavar="N|all",
+        help="shard the questions over N devices of each process, or all of them "
+        "(default: one device, unsharded; all with several processes)",
+    )
+    group.add_argument(
+        "--coordinator", default=None, metavar="HOST:PORT", help="process 0's address"
+    )
+    group.add_argument("--num-processes", type=int, default=None, help="processes, one per host")
+    group.add_argument("--process-id", type=int, default=None, help="this process's index")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run with the three values above found by jax "
+        "(JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Kubernetes)",
+    )
 
 
 def _population_arguments(parser: argparse.ArgumentParser, default: str | None, questions: int):
@@ -150,13 +217,49 @@ def _coverage_arguments(parser: argparse.ArgumentParser) -> None:
         "--rho",
         type=float,
         nargs="+",
-        default=[0.0, 0.2, 0.5, 0.8],
+        default=None,
         metavar="RHO",
-        help="copula correlations (0 = i.i.d.)",
+        help=f"copula correlations (0 = i.i.d.; default {' '.join(map(str, _COVERAGE_RHOS))}, "
+        "with --law 0 only)",
     )
     parser.add_argument("--trials", type=int, default=100_000, help="trials per cell")
     parser.add_argument("--max-n", type=int, default=1_000_000, help="cap of N*")
+    _law_coverage_arguments(parser)
     _common_arguments(parser)
+
+
+_COVERAGE_RHOS = (0.0, 0.2, 0.5, 0.8)
+# The options of `coverage --law`, left out of coverage.json's config without --law.
+_LAW_COVERAGE_OPTIONS = ("law", "families", "pilot", "pilots", "atom_mass")
+
+
+def _law_coverage_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("coverage of fitted score laws (--law)")
+    group.add_argument(
+        "--law",
+        nargs="+",
+        default=None,
+        metavar="LAW",
+        help="fit these score laws (tn, beta, tn-atoms, beta-atoms, empirical) to pilots "
+        "drawn from each true law of --families; N* from the fitted law",
+    )
+    group.add_argument(
+        "--families",
+        nargs="+",
+        default=None,
+        metavar="FAMILY",
+        help="true laws with --law: truncnorm, beta, tn-atoms, beta-atoms (default all)",
+    )
+    group.add_argument("--pilot", type=int, default=16, help="scores each fit sees (--law)")
+    group.add_argument("--pilots", type=int, default=200, help="pilots per question (--law)")
+    group.add_argument(
+        "--atom-mass",
+        type=float,
+        nargs=2,
+        default=[0.05, 0.2],
+        metavar=("MASS0", "MASS1"),
+        help="point masses at 0 and 1 of the atom families (--law)",
+    )
 
 
 def _adaptive_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +323,20 @@ def _log_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--link-midpoint", type=float, default=0.8, help="score with P(correct) = 1/2"
+    )
+    parser.add_argument(
+        "--family",
+        default="truncnorm",
+        help="true score law: truncnorm (default), beta (the question's score mean and sd), "
+        "tn-atoms or beta-atoms (with point masses --atom-mass at 0 and 1)",
+    )
+    parser.add_argument(
+        "--atom-mass",
+        type=float,
+        nargs=2,
+        default=[0.05, 0.2],
+        metavar=("MASS0", "MASS1"),
+        help="point masses at 0 and 1 of the atom families (--family)",
     )
     _common_arguments(parser)
 
@@ -297,7 +414,27 @@ def _estimator_config(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- simulations
 
 
+def _coverage_population(args: argparse.Namespace):
+    """The population, and the coverage options resolved: --rho's default, --law's checks."""
+    if args.law is None:
+        args.rho = list(_COVERAGE_RHOS) if args.rho is None else args.rho
+        if args.families is not None:
+            raise ValueError("families: only with --law")
+        return _population(args)
+    from optscale_jax.sim import studies
+
+    args.rho = [0.0] if args.rho is None else args.rho
+    if any(rho != 0.0 for rho in args.rho):
+        raise ValueError(
+            f"rho: the --law coverage study draws i.i.d. scores (0 only), got {args.rho}"
+        )
+    args.families = list(studies.LAW_FAMILIES) if args.families is None else args.families
+    return _population(args)
+
+
 def _coverage_total(args: argparse.Namespace, population) -> int:
+    if args.law is not None:
+        return len(args.families) * len(args.law)
     # i.i.d. and copula cells run as two groups, each over every trial.
     return args.trials * ((0.0 in args.rho) + any(r > 0 for r in args.rho))
 
@@ -305,6 +442,13 @@ def _coverage_total(args: argparse.Namespace, population) -> int:
 def _coverage(args: argparse.Namespace, population, progress: Progress) -> _Table:
     from optscale_jax.sim import studies
 
+    if args.law is not None:
+        rows = studies.law_coverage_study(
+            population, args.families, args.law, args.s_min, args.alpha, pilot=args.pilot,
+            trials=args.pilots, max_n=args.max_n, atom_masses=tuple(args.atom_mass),
+            seed=args.seed, progress=progress,
+        )  # fmt: skip
+        return _Table(rows, studies.LAW_COVERAGE_COLUMNS)
     rows = studies.coverage_study(
         population.mu,
         population.sigma,
@@ -315,6 +459,7 @@ def _coverage(args: argparse.Namespace, population, progress: Progress) -> _Tabl
         max_n=args.max_n,
         seed=args.seed,
         progress=progress,
+        mesh=args._mesh,
     )
     return _Table(rows, studies.COVERAGE_COLUMNS)
 
@@ -327,6 +472,7 @@ def _policy_options(args: argparse.Namespace) -> dict[str, Any]:
         "peek": args.peek,
         "min_samples": args.min_samples,
         "seed": args.seed,
+        "mesh": args._mesh,
     }
 
 
@@ -374,13 +520,20 @@ def _misspec(args: argparse.Namespace, population, progress: Progress) -> _Table
 
 
 def _log(args: argparse.Namespace, population, progress: Progress):
+    from optscale_jax.sim import studies
     from optscale_jax.sim.logs import synthetic_log
 
+    if args.family not in studies.LAW_FAMILIES:
+        raise ValueError(f"family: unknown {args.family!r}; choose from {studies.LAW_FAMILIES}")
+    law = None  # the truncated normal of (mu, sigma): the default, as before
+    if args.family != "truncnorm":
+        law = studies.law_truth(args.family, population, args.atom_mass, seed=args.seed)
     log = synthetic_log(
         population.mu,
         population.sigma,
         args.samples,
         args.seed,
+        law=law,
         rho=args.rho,
         ids=[f"sim-{q:05d}" for q in range(len(population))],
         median_tokens=args.median_tokens,
@@ -395,7 +548,7 @@ def _log(args: argparse.Namespace, population, progress: Progress):
 def _estimator(args: argparse.Namespace, config: dict[str, Any], progress: Progress) -> _Table:
     from optscale_jax.sim.estimator_study import COLUMNS, estimator_study
 
-    rows = estimator_study(**config)
+    rows = estimator_study(**config, mesh=args._mesh)
     progress(1)
     return _Table(rows, COLUMNS)
 
@@ -442,10 +595,12 @@ def _calibration(args: argparse.Namespace, population, progress: Progress) -> _T
 
 
 def _config(args: argparse.Namespace) -> dict:
+    # Without --law, coverage.json's config is what it was before the option existed.
+    hidden = _DEVICE_OPTIONS + (_LAW_COVERAGE_OPTIONS if getattr(args, "law", "") is None else ())
     return {
         key: (str(value) if isinstance(value, pathlib.Path) else value)
         for key, value in vars(args).items()
-        if not key.startswith("_")
+        if not key.startswith("_") and key not in hidden
     }
 
 
@@ -521,6 +676,7 @@ def _budget(args: argparse.Namespace, inputs: Any, progress: Progress) -> _Table
     rows = study.budget_study(
         args.populations, args.budgets, questions=args.questions, orders=args.orders,
         samples=args.samples, wave=args.wave, seed=args.seed, progress=progress,
+        mesh=args._mesh,
     )  # fmt: skip
     return _Table(rows, study.BUDGET_COLUMNS)
 
@@ -528,16 +684,19 @@ def _budget(args: argparse.Namespace, inputs: Any, progress: Progress) -> _Table
 # Subcommand -> what it needs and does; adding a study is one entry (and its functions).
 STUDIES: dict[str, Study] = {
     "coverage": Study(
-        "realised coverage of N* with the true parameters (exact maximum)",
-        _coverage_arguments, _population, "trials", _coverage_total, _coverage, _write_rows,
+        "realised coverage of N* with the true parameters (exact maximum), or from fitted laws",
+        _coverage_arguments, _coverage_population, "trials", _coverage_total, _coverage,
+        _write_rows, sharded=True,
     ),
     "adaptive": Study(
         "OptScale0 / peek / OptScalet on simulated paths vs equal-cost fixed N",
         _adaptive_arguments, _population, "questions", _adaptive_total, _adaptive, _write_rows,
+        sharded=True,
     ),
     "misspec": Study(
         "the policies with a truncated-normal model under Beta/mixture/rho truth",
         _misspec_arguments, _population, "questions", _misspec_total, _misspec, _write_rows,
+        sharded=True,
     ),
     "log": Study(
         "a synthetic log in the replay schema (log.jsonl)",
@@ -546,7 +705,7 @@ STUDIES: dict[str, Study] = {
     "estimator": Study(
         "RMSE and bias of the MLE and MAP fits of (mu, sigma) against n (estimator.csv)",
         _estimator_arguments, _estimator_config, "study", _one_step, _estimator,
-        _write_estimator,
+        _write_estimator, sharded=True,
     ),
     "calibration": Study(
         "Learn-then-Test's violation rate vs delta, and OptScale0's nominal promise",
@@ -556,5 +715,6 @@ STUDIES: dict[str, Study] = {
     "budget": Study(
         "one total budget: reach rate of uniform, elimination, OptScale0 and the allocations",
         _budget_arguments, _no_inputs, "budgets", _budget_total, _budget, _write_rows,
+        sharded=True,
     ),
 }  # fmt: skip

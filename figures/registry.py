@@ -17,6 +17,7 @@ SAMPLES_COLUMNS = ("method", "split", "question", "samples")
 CALIBRATION_COLUMNS = ("alpha", "coverage", "coverage_se")
 ESTIMATOR_COLUMNS = ("estimator", "n", "param", "rmse", "bias")
 BUDGET_COLUMNS = ("population", "budget", "method", "mean_samples", "reach_rate", "reach_se")
+DIAGNOSE_PIT_COLUMNS = ("id", "law", "sample", "score", "pit")
 CALIBRATION_LTT_COLUMNS = (
     "population", "rho", "n_cal", "method", "risk", "epsilon", "delta", "mean_cost",
     "violation_rate", "violation_se",
@@ -82,5 +83,11 @@ FIGURES: dict[str, FigureKind] = {
         BUDGET_COLUMNS,
         "optscale_jax.figures.budget.budget_figure",
         "reach rate against samples per question, per method and budget (simulator)",
+    ),
+    "diagnose": FigureKind(
+        "pit.csv",
+        DIAGNOSE_PIT_COLUMNS,
+        "optscale_jax.figures.diagnose.diagnose_figure",
+        "PIT histogram per score law and PP panels of a few questions (optscale diagnose)",
     ),
 }

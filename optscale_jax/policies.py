@@ -704,8 +704,14 @@ def _cells_of_s_min(
     mu, sigma, ends, mask, s_min, alphas, ms, peeks, max_n, num_alpha, num_m, num_peek
 ):
     """Stops of every (alpha, m) and (alpha, k) cell of one s_min: `[A, M + P, ...]`."""
-    mask = jnp.asarray(mask, bool)
     log_f = truncnorm.logcdf_from(s_min, mu, sigma, ends)
+    return _cells_from_log_f(log_f, mask, alphas, ms, peeks, max_n, num_alpha, num_m, num_peek)
+
+
+def _cells_from_log_f(log_f, mask, alphas, ms, peeks, max_n, num_alpha, num_m, num_peek):
+    """Stops of every (alpha, m) and (alpha, k) cell from log P(X < s_min) of every prefix
+    fit (`[..., K]`): `[A, M + P, ...]`. Traced inside its callers' jit."""
+    mask = jnp.asarray(mask, bool)
     n = _positions(mask.shape) + 1
     cap = _cap(mask, max_n)
     # n >= N*_n  <=>  confidence_n = 1 - F_n^n >= alpha (N* is the minimal such n): one
@@ -773,13 +779,7 @@ def _check_grid(mask, s_min, alpha, min_samples, peek, max_n, shape=None) -> Non
 
 def _optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell=None):
     """`optscale_grid` without the checks."""
-    cells = [
-        (s, a, kind, value)
-        for s in s_min
-        for a in alpha
-        for kind, values in (("m", min_samples), ("k", peek))
-        for value in values
-    ]
+    cells = _grid_cells(s_min, alpha, min_samples, peek)
     if not cells:
         return cells, jnp.zeros((0, *np.shape(mask)[:-1]), jnp.int32)
     dtype = fit.mu.dtype
@@ -788,16 +788,70 @@ def _optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell=No
     peeks = jnp.asarray(peek, jnp.int32)
     # The truncation-point terms of log F are shared by every s_min.
     ends = truncnorm.endpoints(fit.mu, fit.sigma)
-    per_s_min = []
-    for s in s_min:
-        stops = _cells_of_s_min(
+
+    def stops_of(s):
+        return _cells_of_s_min(
             fit.mu, fit.sigma, ends, mask, jnp.asarray(s, dtype), alphas, ms, peeks, max_n,
             num_alpha=len(alpha), num_m=len(min_samples), num_peek=len(peek),
         )  # fmt: skip
+
+    return cells, _stops_by_s_min(stops_of, s_min, len(alpha), on_cell)
+
+
+def _stops_by_s_min(stops_of, s_min, num_alpha, on_cell):
+    """`[cells, ...]`: `stops_of(s)` (`[A, M + P, ...]`) of every s_min, in the grid's cell
+    order; `on_cell` is told of the A cells done after each s_min."""
+    per_s_min = []
+    for s in s_min:
+        stops = stops_of(s)
         per_s_min.append(stops.reshape(-1, *stops.shape[2:]))
         if on_cell is not None:
-            on_cell(len(alpha))
-    return cells, jnp.concatenate(per_s_min)
+            on_cell(num_alpha)
+    return jnp.concatenate(per_s_min)
+
+
+def _grid_cells(s_min, alpha, min_samples, peek) -> list[tuple[float, float, str, int]]:
+    """The cells of an OptScale grid: by s_min, alpha, then the m values and the k values."""
+    return [
+        (s, a, kind, value)
+        for s in s_min
+        for a in alpha
+        for kind, values in (("m", min_samples), ("k", peek))
+        for value in values
+    ]
+
+
+_cells_of_log_miss = jax.jit(_cells_from_log_f, static_argnames=("num_alpha", "num_m", "num_peek"))
+
+
+def _optscale_grid_of_log_miss(
+    log_miss_at: Callable[[float], jax.Array],
+    mask,
+    s_min,
+    alpha,
+    min_samples,
+    peek,
+    max_n,
+    on_cell=None,
+):
+    """`_optscale_grid` for any score law: `log_miss_at(s)` gives log P(X < s) under the
+    fit of every prefix (`[..., K]`, the law's `log_miss`; see `optscale_jax.laws`), from
+    which every cell stops at the first n >= max(m, N*_n) (N* as `laws.optimal_n`), or
+    reads N* at prefix k. Same cells and shapes as `_optscale_grid`."""
+    cells = _grid_cells(s_min, alpha, min_samples, peek)
+    if not cells:
+        return cells, jnp.zeros((0, *np.shape(mask)[:-1]), jnp.int32)
+    ms = jnp.asarray(min_samples, jnp.int32)
+    peeks = jnp.asarray(peek, jnp.int32)
+
+    def stops_of(s):
+        log_f = log_miss_at(s)
+        return _cells_of_log_miss(
+            log_f, mask, jnp.asarray(alpha, log_f.dtype), ms, peeks, max_n,
+            num_alpha=len(alpha), num_m=len(min_samples), num_peek=len(peek),
+        )  # fmt: skip
+
+    return cells, _stops_by_s_min(stops_of, s_min, len(alpha), on_cell)
 
 
 def sequential_stop(

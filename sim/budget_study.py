@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optscale_jax import allocation, optimal_n_from_log_cdf, policies, truncnorm
-from optscale_jax.sim import laws, populations
+from optscale_jax.sim import laws, populations, sharding
 from optscale_jax.sim.studies import _conditional_se
 
 BUDGET_COLUMNS = (
@@ -181,15 +181,19 @@ def _method_samples(truth, scores, log_fs, budget, wave, seed) -> dict[str, Any]
     }, alpha
 
 
-def _population_rows(truth, budgets, shape, seed, progress) -> list[dict[str, Any]]:
+def _population_rows(truth, budgets, shape, seed, progress, mesh) -> list[dict[str, Any]]:
     """The rows of one population; shape = (orders, samples, wave)."""
     orders, samples, wave = shape
     tuning_key, eval_key = jax.random.split(jax.random.key(seed))
     scores = _scores(truth, orders, samples, eval_key)
     s_min = jnp.asarray(truth.s_min, scores.dtype)
     # OptScale0's alpha is tuned on scores drawn with a separate key, then run on the measured ones.
-    tuning_log_f = _optscale0_log_f(_scores(truth, orders, samples, tuning_key), s_min)
-    log_fs = (tuning_log_f, _optscale0_log_f(scores, s_min))
+    tuning_scores = _scores(truth, orders, samples, tuning_key)
+    log_fs = tuple(
+        # Questions on axis 1 of the scores [R, Q, K] and of log F.
+        jnp.asarray(sharding.run(_optscale0_log_f, x, mesh=mesh, axis=1, replicated=(s_min,)))
+        for x in (tuning_scores, scores)
+    )
     rows = []
     for budget in budgets:
         per_method, alpha = _method_samples(truth, scores, log_fs, budget, wave, seed)
@@ -228,6 +232,7 @@ def budget_study(
     wave: int | None = None,
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    mesh: Any = None,
 ) -> list[dict[str, Any]]:
     """Reach rate of every method (`METHODS`) at every mean budget per question.
 
@@ -241,6 +246,9 @@ def budget_study(
             questions that reach s_min early in the wave samples they no longer need).
         seed: seeds the questions, the scores, OptScale0's tuning scores and the tie rules.
         progress: called with 1 after each (population, budget).
+        mesh: a `devices.question_mesh` to spread OptScale0's prefix fits over, or None
+            (one device); the rows are the same either way. The allocations share one
+            budget across questions and run whole on every process.
 
     Returns:
         Rows with the columns `BUDGET_COLUMNS` (OptScale0's rows also carry its `alpha`).
@@ -250,5 +258,5 @@ def budget_study(
     rows = []
     for index, name in enumerate(populations_):
         truth = POPULATIONS[name](questions, seed)
-        rows += _population_rows(truth, budgets, shape, seed + index, progress)
+        rows += _population_rows(truth, budgets, shape, seed + index, progress, mesh)
     return rows

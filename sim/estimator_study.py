@@ -16,6 +16,7 @@ DIR/estimator.csv (plotted by `optscale plot estimator`) and DIR/estimator.json.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +83,7 @@ def estimator_study(
     mu_range: tuple[float, float] = (0.3, 0.9),
     sigma_range: tuple[float, float] = (0.05, 0.4),
     seed: int = 0,
+    mesh: Any = None,
 ) -> list[dict[str, Any]]:
     """Error of the MLE and MAP estimates of (mu, sigma) against the number of samples n.
 
@@ -94,6 +96,8 @@ def estimator_study(
         mu_range: true mu drawn uniformly from this interval.
         sigma_range: true sigma drawn uniformly from this interval (> 0).
         seed: seeds every random draw (truths, scores, prior noise).
+        mesh: a `devices.question_mesh` to spread the fits over, or None (one device);
+            the rows are the same either way.
 
     Returns:
         Rows with the columns `COLUMNS` (MLE rows have empty prior fields).
@@ -120,15 +124,27 @@ def estimator_study(
     # float32 with x64 off whatever the process-wide flag (replay and simulate turn it on), so
     # the study gives the same numbers alone, after other commands, and under the tests.
     with jax.enable_x64(False):
-        return _study(int(questions), ns, prior_noises, prior_scale, mu_range, sigma_range, seed)
+        return _study(
+            int(questions), ns, prior_noises, prior_scale, mu_range, sigma_range, seed, mesh
+        )
 
 
-def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed):
+@functools.lru_cache(maxsize=8)
+def _map_fit(prior_scale: tuple[float, float]):
+    """`fit_map_stats` at one prior scale: one object per scale, so a sharded run reuses
+    its compiled program."""
+    from optscale_jax import fit_map_stats
+
+    return functools.partial(fit_map_stats, prior_scale=prior_scale)
+
+
+def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed, mesh):
     """The body of `estimator_study` (arguments validated), run with x64 off."""
     import jax
     import jax.numpy as jnp
 
-    from optscale_jax import FitStatus, fit_map_stats, fit_mle_stats, prefix_stats, truncnorm
+    from optscale_jax import FitStatus, fit_mle_stats, prefix_stats, truncnorm
+    from optscale_jax.sim import sharding
 
     dtype = jnp.float32
     key_mu, key_sigma, key_scores, key_noise = jax.random.split(jax.random.key(seed), 4)
@@ -142,7 +158,7 @@ def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed):
     count, s1, s2 = count[:, columns], s1[:, columns], s2[:, columns]
 
     truth = (np.asarray(true_mu, np.float64), np.asarray(true_sigma, np.float64))
-    fit = fit_mle_stats(count, s1, s2)
+    fit = sharding.run(fit_mle_stats, count, s1, s2, mesh=mesh)
     rows = _error_rows(
         "mle", None, prior_scale, ns, np.asarray(fit.mu, np.float64),
         np.asarray(fit.sigma, np.float64), np.asarray(fit.status) == FitStatus.AT_BOUND, *truth,
@@ -154,9 +170,9 @@ def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed):
         prior_mu = true_mu + level * noise[0]
         # A prior centre for sigma must stay a valid scale.
         prior_sigma = jnp.maximum(true_sigma + level * noise[1], 0.01)
-        fit = fit_map_stats(
-            count, s1, s2, prior_mu[:, None], prior_sigma[:, None],
-            prior_scale=tuple(float(x) for x in prior_scale),
+        fit = sharding.run(
+            _map_fit(tuple(float(x) for x in prior_scale)),
+            count, s1, s2, prior_mu[:, None], prior_sigma[:, None], mesh=mesh,
         )  # fmt: skip
         rows += _error_rows(
             "map", float(level), prior_scale, ns, np.asarray(fit.mu, np.float64),

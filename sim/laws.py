@@ -1,4 +1,4 @@
-"""Score laws on [0, 1]: truncated normal, Beta, two-component mixtures, point masses, empirical.
+"""Score laws on [0, 1]: truncated normal, Beta, mixtures, point masses, atoms, empirical.
 
 Every law is a NamedTuple of arrays (so a pytree: it can be passed through `jax.jit` and
 `jax.vmap`, and its parameters broadcast like numpy arrays). All share one interface:
@@ -11,7 +11,8 @@ Every law is a NamedTuple of arrays (so a pytree: it can be passed through `jax.
   upper tail (q near 1, where the maximum of many draws lives) keeps full precision.
 
 The truncated normal is the core's (`optscale_jax.truncnorm`); the Beta and the mixtures find
-quantiles by bisection on their log CDF / log survival function.
+quantiles by bisection on their log CDF / log survival function. `WithAtoms` adds point masses
+at 0 and 1 to a continuous law (the `tn-atoms` and `beta-atoms` laws of `optscale_jax.laws`).
 
 Example:
     >>> import jax
@@ -298,6 +299,81 @@ class Mixture(NamedTuple):
     ppf_log = _bisect_ppf
 
 
+class WithAtoms(NamedTuple):
+    """Point masses at 0 and at 1 plus a continuous law in between (`optscale_jax.laws.atoms`).
+
+    P(X = 0) = mass0, P(X = 1) = mass1, and X | 0 < X < 1 follows `inner` (CDF G), weight
+    w = 1 - mass0 - mass1:
+
+        F(x) = mass0 [x >= 0] + w G(x) + mass1 [x >= 1].
+
+    Attributes:
+        mass0: the point mass at 0.
+        mass1: the point mass at 1 (mass0 + mass1 <= 1).
+        inner: a continuous law on [0, 1] (`TruncNormal`, `Beta`).
+    """
+
+    mass0: jax.Array
+    mass1: jax.Array
+    inner: Law
+
+    def _log_masses(self, dtype):
+        mass0 = jnp.asarray(self.mass0, dtype)
+        mass1 = jnp.asarray(self.mass1, dtype)
+        return jnp.log(mass0), jnp.log(mass1), jnp.log(jnp.maximum(1.0 - mass0 - mass1, 0.0))
+
+    @functools.partial(jax.jit, static_argnames=("shape",))
+    def sample(self, key: jax.Array, shape: tuple[int, ...] | None = None) -> jax.Array:
+        pick_key, inner_key = jax.random.split(key)
+        draws = self.inner.sample(inner_key, shape)
+        # A continuous draw that rounds to exactly 0 or 1 would count as an atom: keep it inside.
+        finfo = jnp.finfo(draws.dtype)
+        draws = jnp.clip(draws, finfo.tiny, 1.0 - finfo.epsneg)
+        u = jax.random.uniform(pick_key, draws.shape, draws.dtype)
+        return jnp.where(u < self.mass0, 0.0, jnp.where(u >= 1.0 - self.mass1, 1.0, draws)).astype(
+            draws.dtype
+        )
+
+    @jax.jit
+    def cdf(self, x: ArrayLike) -> jax.Array:
+        return jnp.exp(self.log_cdf(x))
+
+    @jax.jit
+    def log_cdf(self, x: ArrayLike) -> jax.Array:
+        x = jnp.asarray(x, _float_dtype(x, self.mass0))
+        log_p0, log_p1, log_w = self._log_masses(x.dtype)
+        inside = log_w + self.inner.log_cdf(jnp.clip(x, 0.0, 1.0))
+        total = jnp.logaddexp(log_p0, jnp.logaddexp(inside, jnp.where(x >= 1.0, log_p1, -jnp.inf)))
+        return jnp.where(x < 0.0, -jnp.inf, total)
+
+    @jax.jit
+    def log_sf(self, x: ArrayLike) -> jax.Array:
+        x = jnp.asarray(x, _float_dtype(x, self.mass0))
+        log_p0, log_p1, log_w = self._log_masses(x.dtype)
+        inside = log_w + self.inner.log_sf(jnp.clip(x, 0.0, 1.0))
+        total = jnp.logaddexp(inside, jnp.where(x >= 1.0, -jnp.inf, log_p1))
+        return jnp.where(x < 0.0, 0.0, total)
+
+    ppf = _ppf_via_logs
+
+    @jax.jit
+    def ppf_log(self, log_q: ArrayLike, log_p: ArrayLike) -> jax.Array:
+        """0 where q <= mass0, 1 where 1 - q < mass1, else G^-1((q - mass0) / w), with
+        log((q - mass0) / w) and log((1 - q - mass1) / w) formed in log space."""
+        log_q, log_p = jnp.asarray(log_q), jnp.asarray(log_p)
+        log_p0, log_p1, log_w = self._log_masses(_float_dtype(log_q, log_p))
+        at_zero = log_q <= log_p0
+        at_one = log_p < log_p1
+        inner = ~at_zero & ~at_one
+        # Inside, log q > log mass0 and log p >= log mass1: the differences are >= 0.
+        safe_q = jnp.where(inner, log_q, 0.0)
+        safe_p = jnp.where(inner, log_p, 0.0)
+        below = safe_q + _log1mexp(jnp.minimum(jnp.where(inner, log_p0, -jnp.inf) - safe_q, 0.0))
+        above = safe_p + _log1mexp(jnp.minimum(jnp.where(inner, log_p1, -jnp.inf) - safe_p, 0.0))
+        value = self.inner.ppf_log(below - log_w, above - log_w)
+        return jnp.where(at_zero, 0.0, jnp.where(at_one, 1.0, value)).astype(value.dtype)
+
+
 class Empirical(NamedTuple):
     """Resampling a pool of observed scores: the law puts mass 1/m on each pool entry.
 
@@ -510,6 +586,12 @@ def with_sample_axis(law: Law) -> Law:
     """
     if isinstance(law, Empirical):
         return Empirical(law.pool[..., None, :])
+    if isinstance(law, WithAtoms):
+        return WithAtoms(
+            jnp.asarray(law.mass0)[..., None],
+            jnp.asarray(law.mass1)[..., None],
+            with_sample_axis(law.inner),
+        )
     if isinstance(law, Mixture):
         return Mixture(
             jnp.asarray(law.weight)[..., None],

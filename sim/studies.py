@@ -5,6 +5,9 @@ Each study returns table rows (dicts) with Monte Carlo standard errors; `optscal
 - `coverage_study`: N* from the true (mu, sigma); realised P(max of N* >= s_min) against
   alpha and against the nominal 1 - F(s_min)^N*, also for N* - 1. The maximum is drawn
   directly (`laws.sample_max`: one exponential per trial, plus one normal under a copula).
+- `law_coverage_study`: N* from a score law (`optscale_jax.laws`) fitted to a pilot of the
+  question's scores, under each true law (truncated normal, Beta, and both with atoms at 0
+  and 1); realised coverage 1 - P_true(X < s_min)^N* per pilot, averaged over pilots.
 - `adaptive_study`: OptScale0 (sequential MLE refits), the released peek rule and OptScalet
   (MAP with a prior of chosen noise) on simulated sample paths, each against fixed-N
   Best-of-N with the same expected number of samples.
@@ -31,6 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from optscale_jax import (
     confidence,
@@ -40,8 +44,9 @@ from optscale_jax import (
     truncnorm,
     validation,
 )
+from optscale_jax import laws as score_laws
 from optscale_jax._numerics import log1mexp
-from optscale_jax.sim import laws
+from optscale_jax.sim import laws, sharding
 from optscale_jax.sim.populations import Population, moment_match, noisy_prior
 
 COVERAGE_COLUMNS = (
@@ -125,7 +130,7 @@ class _CoverageCells(NamedTuple):
     z_min: np.ndarray  # Phi^-1(F(s_min)), the threshold of the copula's latent normal
 
 
-def _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n) -> _CoverageCells:
+def _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n, mesh=None) -> _CoverageCells:
     given = list(
         (m, s, s_min, alpha, rho)
         for rho, s_min, alpha, (m, s) in itertools.product(
@@ -133,21 +138,27 @@ def _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n) -> _CoverageCells:
         )
     )
     cm, cs, cq, ca, cr = (np.array(c, np.float64) for c in zip(*given, strict=True))
-    n_star = np.asarray(optimal_n(cm, cs, cq, ca, max_n), np.int64)
-    log_f = np.asarray(truncnorm.logcdf(cq, cm, cs))
-    return _CoverageCells(
-        given,
-        cr,
+    forms = sharding.run(_closed_forms, cm, cs, cq, ca, mesh=mesh, replicated=(max_n,))
+    n_star, nominal, nominal_less, log_f, z_min = (np.asarray(x) for x in forms)
+    return _CoverageCells(given, cr, n_star.astype(np.int64), nominal, nominal_less, log_f, z_min)
+
+
+def _closed_forms(mu, sigma, s_min, alpha, max_n):
+    """Per cell (elementwise): N*, 1 - F(s_min)^N*, 1 - F(s_min)^(N* - 1), log F(s_min) and
+    the copula's latent threshold Phi^-1(F(s_min))."""
+    n_star = optimal_n(mu, sigma, s_min, alpha, max_n)
+    log_f = truncnorm.logcdf(s_min, mu, sigma)
+    return (
         n_star,
-        nominal=np.asarray(confidence(cm, cs, cq, n_star)),
-        nominal_less=np.asarray(confidence(cm, cs, cq, n_star - 1)),
-        log_f=log_f,
-        z_min=np.asarray(laws.normal_ppf_log(log_f, truncnorm.logsf(cq, cm, cs))),
+        confidence(mu, sigma, s_min, n_star),
+        confidence(mu, sigma, s_min, n_star - 1),
+        log_f,
+        laws.normal_ppf_log(log_f, truncnorm.logsf(s_min, mu, sigma)),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("trials", "correlated"))
-def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated):
+@functools.partial(jax.jit, static_argnames=("trials", "correlated", "mesh"))
+def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated, mesh=None):
     """Covered counts `[C]` at N* and at N* - 1 over the first `valid` of `trials` trials.
 
     The best of n scores has quantile level U^(1/n) (`laws.sample_max`), and
@@ -155,16 +166,20 @@ def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated
     with a per-cell constant exp(n log F(s_min)), with no quantile function evaluated. Under the copula
     the best latent normal is sqrt(rho) W + sqrt(1 - rho) Phi^-1(U^(1/n)), compared with
     z_min = Phi^-1(F(s_min)). N* - 1 reuses the same draws (common random numbers).
+
+    With a `mesh` every device draws the trials of its own cells only (the same bits as
+    one device: partitionable threefry) and the counts come back whole on every device.
     """
     dtype = log_f.dtype
     shape = (trials, log_f.shape[0])
     uniform_key, shared_key = jax.random.split(key)
-    u = jax.random.uniform(uniform_key, shape, dtype)
+    u = sharding.constrain(jax.random.uniform(uniform_key, shape, dtype), mesh, 1)
     counted = (jnp.arange(trials) < valid)[:, None]
     n = n_star.astype(dtype)
     less = jnp.maximum(n - 1.0, 1.0)
     if correlated:
-        shared = jnp.sqrt(rho) * jax.random.normal(shared_key, shape, dtype)
+        normal = sharding.constrain(jax.random.normal(shared_key, shape, dtype), mesh, 1)
+        shared = jnp.sqrt(rho) * normal
 
         log_u = jnp.log(u)
 
@@ -179,14 +194,19 @@ def _coverage_block(key, log_f, z_min, rho, n_star, valid, *, trials, correlated
         covered, covered_less = u >= jnp.exp(n * log_f), u >= jnp.exp(less * log_f)
     # n = N* - 1 may be 0: no sample, never covered.
     covered_less = covered_less & (n_star > 1)
-    return (
+    counts = (
         jnp.sum(counted & covered, axis=0, dtype=jnp.int32),
         jnp.sum(counted & covered_less, axis=0, dtype=jnp.int32),
     )
+    return sharding.constrain(counts, mesh, None)
 
 
 def _count_covered(
-    cells: _CoverageCells, trials: int, seed: int, progress: Callable[[int], Any] | None
+    cells: _CoverageCells,
+    trials: int,
+    seed: int,
+    progress: Callable[[int], Any] | None,
+    mesh: Mesh | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Covered trials per cell at N* and at N* - 1; i.i.d. and copula cells in two groups."""
     covered = np.zeros(len(cells.given), np.int64)
@@ -209,7 +229,10 @@ def _count_covered(
             key, sub = jax.random.split(key)
             # A short last block keeps the block's shape (no recompilation); the rest is masked.
             hits, hits_less = _coverage_block(
-                sub, *inputs, size, trials=block, correlated=correlated
+                *sharding.replicate((sub, *inputs, size), mesh),
+                trials=block,
+                correlated=correlated,
+                mesh=mesh,
             )
             covered[group] += np.asarray(hits)
             covered_less[group] += np.asarray(hits_less)
@@ -252,6 +275,7 @@ def coverage_study(
     max_n: int = 1_000_000,
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    mesh: Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Realised coverage of the closed-form N* with the true truncated-normal parameters.
 
@@ -270,6 +294,8 @@ def coverage_study(
         max_n: cap of N* (capped cells promise less than alpha; column `capped`).
         seed: PRNG seed.
         progress: called with the number of trials done after each block (a tqdm update).
+        mesh: a `devices.question_mesh` to spread the cells over, or None (one device);
+            the rows are the same either way.
 
     Returns:
         Rows with the columns of `COVERAGE_COLUMNS`.
@@ -281,12 +307,170 @@ def coverage_study(
     _check_grid(s_mins, alphas, rhos)
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    cells = _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n)
-    covered, covered_less = _count_covered(cells, trials, seed, progress)
+    cells = _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n, mesh)
+    covered, covered_less = _count_covered(cells, trials, seed, progress, mesh)
     return [
         _coverage_row(cells, i, covered[i], covered_less[i], trials, max_n)
         for i in range(len(cells.given))
     ]
+
+
+# --------------------------------------------------------------------------- coverage by law
+
+LAW_COVERAGE_COLUMNS = (
+    "family",
+    "law",
+    "mu",
+    "sigma",
+    "s_min",
+    "alpha",
+    "pilot",
+    "true_n_star",
+    "n_star_mean",
+    "coverage",
+    "coverage_se",
+    "below_alpha",
+    "trials",
+    "method",
+)
+
+LAW_FAMILIES = ("truncnorm", "beta", "tn-atoms", "beta-atoms")
+"""True laws of `law_coverage_study`: TN(mu, sigma), the Beta law of the question's moments,
+and each with point masses (mass0, mass1) at 0 and 1 (`laws.WithAtoms`)."""
+
+
+def law_truth(family: str, population: Population, atom_masses=(0.05, 0.2), seed: int = 0):
+    """The true law of every question for a `LAW_FAMILIES` family (batch `[Q]`).
+
+    Args:
+        family: one of `LAW_FAMILIES`.
+        population: the questions (mu, sigma; `beta` uses their score moments as `truth_law`).
+        atom_masses: (mass0, mass1) of the atom families, each >= 0, summing to < 1.
+        seed: seeds the Monte Carlo moments where the population has none (`truth_law`).
+
+    Returns:
+        A law of `optscale_jax.sim.laws`.
+    """
+    _check_law_families((family,), atom_masses)
+    mass0, mass1 = (float(m) for m in atom_masses)
+    inner = truth_law("beta" if family.startswith("beta") else "truncnorm", population, seed=seed)
+    if not family.endswith("atoms"):
+        return inner
+    dtype = _float()
+    shape = (len(population),)
+    return laws.WithAtoms(jnp.full(shape, mass0, dtype), jnp.full(shape, mass1, dtype), inner)
+
+
+def _check_law_families(families: Sequence[str], atom_masses) -> None:
+    for family in families:
+        if family not in LAW_FAMILIES:
+            raise ValueError(f"families: unknown {family!r}; choose from {LAW_FAMILIES}")
+    mass0, mass1 = (float(m) for m in atom_masses)
+    if mass0 < 0 or mass1 < 0 or mass0 + mass1 >= 1:
+        raise ValueError(f"atom_masses must be >= 0 with a sum below 1, got {atom_masses}")
+
+
+def _log_below(law: laws.Law, s_min: float) -> np.ndarray:
+    """log P(X < s_min) of the true law: its log CDF just below s_min (an atom at s_min,
+    e.g. s_min = 1 and a mass at 1, does not count)."""
+    below = np.nextafter(s_min, -np.inf)
+    return np.asarray(law.log_cdf(jnp.asarray(below, _float())), np.float64)
+
+
+def _law_cells(truth, name, draws, s_mins, alphas, max_n):
+    """Per (s_min, alpha): (true N* [Q], N* of the fit per pilot [T, Q], realised coverage
+    1 - P_true(X < s_min)^N* per pilot [T, Q])."""
+    params, _ = score_laws.fit(name, draws)
+    for s_min in s_mins:
+        log_below = _log_below(truth, s_min)
+        for alpha in alphas:
+            n_star = np.asarray(score_laws.optimal_n(name, params, s_min, alpha, max_n), np.int64)
+            true_n = np.asarray(optimal_n_from_log_cdf(log_below, alpha, max_n), np.int64)
+            coverage = -np.expm1(n_star * log_below)
+            yield s_min, alpha, true_n, n_star, coverage
+
+
+def law_coverage_study(
+    population: Population,
+    families: Sequence[str],
+    fitted_laws: Sequence[str],
+    s_mins: Sequence[float],
+    alphas: Sequence[float],
+    *,
+    pilot: int = 16,
+    trials: int = 200,
+    max_n: int = 1_000_000,
+    atom_masses: tuple[float, float] = (0.05, 0.2),
+    seed: int = 0,
+    progress: Callable[[int], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Realised coverage of N* from a fitted score law, under each true law.
+
+    For every true law (`family`) and question, `trials` pilots of `pilot` i.i.d. scores are
+    drawn; each fitted law (`law`) is fitted to each pilot (`optscale_jax.laws.fit`) and its
+    N* computed (`optscale_jax.laws.optimal_n`). The realised coverage of that N* is exact
+    given the pilot: 1 - P_true(X < s_min)^N* (fresh draws, i.i.d.); a row reports its mean
+    over the pilots (`coverage`, with the standard error over pilots), the fraction of
+    pilots below alpha (`below_alpha`), the mean N* and the true law's N* (`true_n_star`).
+
+    Args:
+        population: the questions (mu, sigma and score moments).
+        families: true laws, from `LAW_FAMILIES`.
+        fitted_laws: law names of `optscale_jax.laws.LAWS`.
+        s_mins: thresholds in [0, 1].
+        alphas: targets in (0, 1).
+        pilot: scores each fit sees (>= 1).
+        trials: pilots per question (>= 1).
+        max_n: cap of N*.
+        atom_masses: (mass0, mass1) of the atom families.
+        seed: PRNG seed (pilots of family i use key fold_in(seed, i); every fitted law sees
+            the same pilots).
+        progress: called with 1 after each (family, law).
+
+    Returns:
+        Rows with the columns of `LAW_COVERAGE_COLUMNS`.
+    """
+    names = [law.name for law in score_laws.get_laws(fitted_laws, "law")]
+    _check_law_families(families, atom_masses)
+    _check_grid(s_mins, alphas, (0.0,))
+    for value, name in ((pilot, "pilot"), (trials, "trials")):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    rows = []
+    for index, family in enumerate(families):
+        truth = law_truth(family, population, atom_masses, seed)
+        key = jax.random.fold_in(jax.random.key(seed), index)
+        draws = laws.with_sample_axis(truth).sample(key, (trials, len(population), pilot))
+        for name in names:
+            for s_min, alpha, true_n, n_star, coverage in _law_cells(
+                truth, name, draws, s_mins, alphas, max_n
+            ):
+                for q in range(len(population)):
+                    rows.append(_law_row(population, q, family, name, s_min, alpha, pilot,
+                                         true_n[q], n_star[:, q], coverage[:, q]))  # fmt: skip
+            if progress is not None:
+                progress(1)
+    return rows
+
+
+def _law_row(population, q, family, name, s_min, alpha, pilot, true_n, n_star, coverage):
+    trials = coverage.shape[0]
+    return {
+        "family": family,
+        "law": name,
+        "mu": float(population.mu[q]),
+        "sigma": float(population.sigma[q]),
+        "s_min": s_min,
+        "alpha": alpha,
+        "pilot": pilot,
+        "true_n_star": int(true_n),
+        "n_star_mean": float(n_star.mean()),
+        "coverage": float(coverage.mean()),
+        "coverage_se": float(coverage.std(ddof=1) / math.sqrt(trials)) if trials > 1 else 0.0,
+        "below_alpha": float((coverage < alpha).mean()),
+        "trials": trials,
+        "method": "fitted-law closed-form",
+    }
 
 
 # --------------------------------------------------------------------------- policies
@@ -407,8 +591,27 @@ def _policy_block(
     return stats, curves
 
 
+@functools.lru_cache(maxsize=16)
+def _policy_program(grid: _PolicyGrid) -> Callable:
+    """`_policy_block` with the grid's static settings: one object per grid, so a sharded
+    run reuses its compiled program."""
+    return functools.partial(
+        _policy_block,
+        s_mins=grid.s_mins,
+        alphas=grid.alphas,
+        max_n=grid.max_n,
+        peek=grid.peek,
+        min_samples=grid.min_samples,
+        prior_scale=grid.prior_scale,
+    )
+
+
 def _simulate_policies(
-    truth: _Truth, grid: _PolicyGrid, key: jax.Array, progress: Callable[[int], Any] | None
+    truth: _Truth,
+    grid: _PolicyGrid,
+    key: jax.Array,
+    progress: Callable[[int], Any] | None,
+    mesh: Mesh | None = None,
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Runs `_policy_block` over blocks of questions; returns the concatenated outcomes."""
     questions = truth.oracle_n.shape[-1]
@@ -423,17 +626,17 @@ def _simulate_policies(
         law = laws.with_sample_axis(jax.tree.map(lambda p, index=index: p[index], truth.law))
         shape = (block, grid.paths, grid.max_n)
         scores = laws.sample_exchangeable(law, sample_key, shape, truth.rho)
-        stats, curves = _policy_block(
+        # Questions on axis 0 of the scores, last of the oracles' N*, 1 of the priors; out
+        # on axis 3 of the stats ([policies, S, A, c]) and 1 of the curves ([S, c, K]).
+        stats, curves = sharding.run(
+            _policy_program(grid),
             scores,
             jnp.asarray(truth.oracle_n[..., index], jnp.int32),
             jnp.asarray(truth.prior_mu[:, index], scores.dtype),
             jnp.asarray(truth.prior_sigma[:, index], scores.dtype),
-            s_mins=grid.s_mins,
-            alphas=grid.alphas,
-            max_n=grid.max_n,
-            peek=grid.peek,
-            min_samples=grid.min_samples,
-            prior_scale=grid.prior_scale,
+            mesh=mesh,
+            axis=(0, 3, 1, 1),
+            out_axis=(3, 1),
         )
         stats_parts.append([np.asarray(s, np.float64)[..., :valid] for s in stats])
         curve_parts.append(np.asarray(curves, np.float64)[:, :valid])
@@ -503,13 +706,14 @@ def _policy_study(
     grid: _PolicyGrid,
     seed: int,
     progress: Callable[[int], Any] | None,
+    mesh: Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Simulates every truth in turn (one PRNG key each) and returns all their rows."""
     rows = []
     key = jax.random.key(seed)
     for truth in truths:
         key, sub = jax.random.split(key)
-        stats, curves = _simulate_policies(truth, grid, sub, progress)
+        stats, curves = _simulate_policies(truth, grid, sub, progress, mesh)
         rows += _policy_rows(names, stats, curves, truth, grid)
     return rows
 
@@ -546,6 +750,7 @@ def adaptive_study(
     prior_scale: tuple[float, float] = (0.1, 0.1),
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    mesh: Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Plug-in policies on simulated truncated-normal paths, against equal-cost fixed N.
 
@@ -569,6 +774,8 @@ def adaptive_study(
         prior_scale: prior standard deviations on (mu, sigma).
         seed: PRNG seed (paths and prior noise).
         progress: called with the number of questions done after each block.
+        mesh: a `devices.question_mesh` to spread the questions over, or None (one
+            device); the rows are the same either way.
 
     Returns:
         Rows with the columns of `POLICY_COLUMNS` (family `truncnorm`).
@@ -582,7 +789,7 @@ def adaptive_study(
     law = truth_law("truncnorm", population)
     truths = (_Truth("truncnorm", float(rho), law, oracle, prior_mu, prior_sigma) for rho in rhos)
     names = ["oracle", "optscale0", "peek"] + [f"optscalet(noise={x:g})" for x in prior_noises]
-    return _policy_study(truths, names, grid, seed, progress)
+    return _policy_study(truths, names, grid, seed, progress, mesh)
 
 
 # --------------------------------------------------------------------------- misspecification
@@ -737,6 +944,7 @@ def misspec_study(
     shift: float = 0.3,
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    mesh: Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Plug-in policies with a truncated-normal model when the truth is not i.i.d. TN.
 
@@ -762,6 +970,8 @@ def misspec_study(
         shift: the bimodal family's second-mode distance.
         seed: PRNG seed.
         progress: called with the number of questions done after each block.
+        mesh: a `devices.question_mesh` to spread the questions over, or None (one
+            device); the rows are the same either way.
 
     Returns:
         Rows with the columns of `POLICY_COLUMNS`.
@@ -774,4 +984,4 @@ def misspec_study(
         for run, (family, rho) in enumerate(misspec_runs(families, rhos))
     )
     names = ["oracle", "model-oracle", "optscale0", "peek"]
-    return _policy_study(truths, names, grid, seed, progress)
+    return _policy_study(truths, names, grid, seed, progress, mesh)

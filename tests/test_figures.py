@@ -118,6 +118,16 @@ def _budget_rows() -> list[dict]:
     ]  # fmt: skip
 
 
+def _pit_rows(seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"id": f"q{q}", "law": law, "sample": j, "score": rng.uniform(), "pit": rng.uniform()}
+        for law in ("tn", "beta-atoms")
+        for q in range(5)
+        for j in range(8)
+    ]
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, pathlib.Path]:
     root = tmp_path_factory.mktemp("inputs")
@@ -128,6 +138,7 @@ def inputs(tmp_path_factory) -> dict[str, pathlib.Path]:
         "estimator": write_csv(_estimator_rows(), root / "estimator.csv"),
         "calibration-ltt": write_csv(_calibration_ltt_rows(), root / "calibration.csv"),
         "budget": write_csv(_budget_rows(), root / "budget.csv"),
+        "diagnose": write_csv(_pit_rows(), root / "pit.csv"),
     }
 
 
@@ -140,7 +151,16 @@ def _render(
     return plots.plot_figure(name, inputs[name], out_dir, formats)
 
 
-PLOTS = ["pareto", "samples", "calibration", "estimator", "nstar", "calibration-ltt", "budget"]
+PLOTS = [
+    "pareto",
+    "samples",
+    "calibration",
+    "estimator",
+    "nstar",
+    "calibration-ltt",
+    "budget",
+    "diagnose",
+]
 
 
 @pytest.mark.parametrize("name", PLOTS)

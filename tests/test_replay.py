@@ -183,17 +183,17 @@ def test_cli_end_to_end_writes_the_files(tmp_path, capsys):
     rows = read_rows(out / "results.csv")
     assert tuple(rows[0]) == replay.RESULT_COLUMNS
     methods = {r["method"] for r in rows}
-    assert methods == set(replay.METHODS)
+    assert methods == set(replay.DEFAULT_METHODS)
     assert {r["split"] for r in rows} == {"dev", "test"}
     selected = [r for r in rows if r["selected"] == "True"]
-    assert sorted(r["method"] for r in selected) == sorted(replay.METHODS)
+    assert sorted(r["method"] for r in selected) == sorted(replay.DEFAULT_METHODS)
     assert all(r["split"] == "test" and r["cost_unit"] == "tokens" for r in selected)
     for r in rows:
         assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
     bon = [r for r in rows if r["method"] == "bon" and r["split"] == "test"]
     assert [int(r["n"]) for r in bon] == list(range(1, K + 1)) and bon[0]["s_min"] == ""
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["methods"]) == set(replay.METHODS)
+    assert set(summary["methods"]) == set(replay.DEFAULT_METHODS)
     for figures in summary["methods"].values():
         assert figures["split"] == "test" and len(figures["ci"]) == 2
         assert "saving" in figures and "bon_cost_at_accuracy" in figures
@@ -201,8 +201,8 @@ def test_cli_end_to_end_writes_the_files(tmp_path, capsys):
     assert summary["methods"]["bon"]["saving"] <= 1e-12
     per_question = read_rows(out / "per_question.csv")
     assert tuple(per_question[0]) == replay.PER_QUESTION_COLUMNS
-    assert len(per_question) == len(replay.METHODS) * Q  # dev + test rows
-    for method in replay.METHODS:
+    assert len(per_question) == len(replay.DEFAULT_METHODS) * Q  # dev + test rows
+    for method in replay.DEFAULT_METHODS:
         assert method in printed
 
 
@@ -329,7 +329,7 @@ def test_demo_runs_on_the_shipped_gpqa_log(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["questions"] == 64 and summary["cost_unit"] == "samples"
     assert summary["prior"] == "eb"  # the GPQA log has no priors
-    assert set(summary["methods"]) == set(replay.METHODS)
+    assert set(summary["methods"]) == set(replay.DEFAULT_METHODS)
     for figures in summary["methods"].values():
         low, high = figures["ci"]
         assert low <= figures["accuracy"] <= high and figures["mean_cost"] >= 1
@@ -376,7 +376,8 @@ def test_every_table_entry_names_config_grids_and_setting_fields():
     for name, method in replay.METHOD_TABLE.items():
         assert set(method.needs) <= {"scores", "answers", "correct"}, name
         for field, grid in method.grids:
-            assert field in replay.HYPER_PARAMETERS and hasattr(config, grid), name
+            parameters = (*replay.HYPER_PARAMETERS, replay.BUDGET_PARAMETER)
+            assert field in parameters and hasattr(config, grid), name
         assert set(method.progress) <= {field for field, _ in method.grids}, name
     assert replay.METHODS == tuple(replay.METHOD_TABLE)
 

@@ -50,7 +50,7 @@ def test_shipped_vote_log_replays_against_self_consistency(tmp_path, capsys):
     assert summary["sc_curve"]["n"] == list(range(1, 33))
     assert "fixed-N SC" in summary["selection_rule"]
     assert set(summary["methods"]) == VOTING
-    assert set(summary["skipped_methods"]) == set(replay.METHODS) - VOTING
+    assert set(summary["skipped_methods"]) == set(replay.DEFAULT_METHODS) - VOTING
     for figures in summary["methods"].values():
         assert "sc_cost_at_accuracy" in figures and "saving" in figures
     # SC cannot beat its own envelope; the adaptive votes are measured against it.

@@ -97,6 +97,42 @@ def test_mixture_with_point_mass_matches_its_definition(dtype):
     np.testing.assert_allclose(law.ppf(jnp.asarray(q, dtype)), expected, atol=1e-4)
 
 
+def test_atom_law_matches_its_masses_and_cdf(dtype=jnp.float64):
+    # The atoms wrap any continuous law the same way: one inner law (Beta) is tested.
+    mass0, mass1 = np.array([0.1, 0.0]), np.array([0.25, 0.4])
+    a, b = np.array([2.0, 5.0]), np.array([3.0, 1.5])
+    continuous = laws.Beta(jnp.asarray(a, dtype), jnp.asarray(b, dtype))
+    reference = stats.beta(a, b)
+    law = laws.WithAtoms(jnp.asarray(mass0, dtype), jnp.asarray(mass1, dtype), continuous)
+    weight = 1 - mass0 - mass1
+
+    def cdf(x):
+        x = np.asarray(x)[..., None]
+        return mass0 * (x >= 0) + weight * reference.cdf(np.clip(x, 0, 1)) + mass1 * (x >= 1)
+
+    x = np.array([-0.1, 0.0, 0.2, 0.5, 0.9, 1.0])
+    np.testing.assert_allclose(law.cdf(jnp.asarray(x)[:, None]), cdf(x), atol=1e-12)
+    np.testing.assert_allclose(np.exp(law.log_sf(jnp.asarray(x)[:, None])), 1 - cdf(x), atol=1e-12)
+    n = 20_000
+    draws = np.asarray(law.sample(jax.random.key(6), (n, 2)))
+    for column in range(2):
+        column_draws = draws[:, column]
+        se = np.sqrt(np.maximum(mass0[column] * (1 - mass0[column]), 1e-12) / n)
+        assert abs((column_draws == 0).mean() - mass0[column]) < 5 * se + 1e-12
+        se = np.sqrt(mass1[column] * (1 - mass1[column]) / n)
+        assert abs((column_draws == 1).mean() - mass1[column]) < 5 * se
+        grid = np.linspace(0, 1, 101)
+        empirical = np.searchsorted(np.sort(column_draws), grid, side="right") / n
+        assert np.max(np.abs(empirical - cdf(grid)[:, column])) < _dkw_bound(n)
+    # Generalised inverse: q <= mass0 -> 0, q > 1 - mass1 -> 1, else the continuous quantile.
+    q = np.array([0.05, 0.1, 0.3, 0.5, 0.59, 0.61, 0.9])[:, None]
+    inside = np.clip((q - mass0) / weight, 1e-12, 1 - 1e-12)
+    expected = np.where(q <= mass0, 0.0, np.where(q > 1 - mass1, 1.0, reference.ppf(inside)))
+    np.testing.assert_allclose(law.ppf(jnp.asarray(q)), expected, atol=1e-7)
+    per_sample = laws.with_sample_axis(law)
+    assert per_sample.mass0.shape == per_sample.inner.a.shape == (2, 1)
+
+
 def test_two_beta_mixture_matches_scipy():
     law = laws.Mixture(
         jnp.array(0.3),
@@ -202,3 +238,24 @@ def test_copula_has_the_gaussian_rank_correlation_and_marginal():
     spearman = stats.spearmanr(draws[:, 0], draws[:, 1]).statistic
     # Gaussian copula: Spearman's rho_S = (6 / pi) arcsin(rho / 2).
     assert spearman == pytest.approx(6 / np.pi * np.arcsin(rho / 2), abs=0.06)
+
+
+def test_simulate_log_draws_from_the_chosen_family(tmp_path, capsys):
+    from optscale_jax.experiments.cli import main
+    from optscale_jax.io import read_jsonl
+
+    common = ["simulate", "log", "--questions", "40", "--samples", "16", "--seed", "1"]
+    atoms = [*common, "--family", "beta-atoms", "--atom-mass", "0.1", "0.3"]
+    assert main([*atoms, "--out", str(tmp_path / "atoms")]) == 0
+    assert main([*common, "--out", str(tmp_path / "tn")]) == 0
+    scores = {
+        name: np.concatenate([r["scores"] for r in read_jsonl(tmp_path / name / "log.jsonl")])
+        for name in ("atoms", "tn")
+    }
+    assert scores["atoms"].size == 640
+    # 640 draws: the masses 0.1 and 0.3 within about 4 standard errors
+    assert abs(np.mean(scores["atoms"] == 0.0) - 0.1) < 0.05
+    assert abs(np.mean(scores["atoms"] == 1.0) - 0.3) < 0.07
+    assert not np.any((scores["tn"] == 0.0) | (scores["tn"] == 1.0))
+    assert main([*common, "--family", "gauss", "--out", str(tmp_path / "x")]) == 2
+    assert "--family: unknown 'gauss'" in capsys.readouterr().err

@@ -8,10 +8,21 @@ all new answers are scored in ONE verifier call, and ONE batched core call refit
 with a per-question prior) and recomputes N*. A question stops once
 n >= max(min_samples, N*) or n >= max_n.
 
+`LoopConfig.law` picks the score law N* comes from (`optscale_jax.laws.LAWS`): `tn` (the
+default, the path above), `beta`, `tn-atoms`, `beta-atoms`, `empirical` (each fitted to the
+question's scores so far, padded to `[questions, max_n]` so one program serves every wave,
+N* from its log CDF: `laws.optimal_n`), or `auto` (per question, the parametric law with the
+least AIC on the scores so far; ties to the first of `laws.PARAMETRIC_LAWS`). With a law
+other than `tn` every log line also carries `law`: the law whose N* had the question drawn
+in that wave (the law of the decision before the wave).
+
 The log is JSONL, one line per scored sample, appended once per wave, flushed and fsync'd.
 Each line carries `wave` and `wave_samples` (the wave's record count), so `resume` can tell
 a complete wave from one cut short by a kill: a torn last line is dropped, an incomplete
 last wave is removed (the file is truncated) and redrawn with the same seeds.
+
+`optscale_jax.live.budget_loop` (`optscale sample --budget`) draws its waves with the same
+`draw_wave`, into a log of the same format, but plans them across questions instead.
 """
 
 from __future__ import annotations
@@ -71,6 +82,10 @@ class LoopConfig:
     answer_kind: str = "auto"
     prior_scale: tuple[float, float] = (0.1, 0.1)
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    law: str = "tn"
+
+
+AUTO_LAW = "auto"  # `LoopConfig.law`: per question, the parametric law with the least AIC
 
 
 @dataclasses.dataclass
@@ -123,9 +138,16 @@ class RunSummary:
     wave_decision_seconds: list[float]
     # The certificate of the stopping setting (`optscale sample --setting`), or None.
     setting: dict[str, Any] | None = None
+    # The law N* came from (`LoopConfig.law`) and, per question, the law of its last decision;
+    # left out of `as_dict` for the default `tn` (the summary as before).
+    law: str = "tn"
+    question_laws: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if self.law == "tn":
+            del values["law"], values["question_laws"]
+        return values
 
 
 def wave_seed(seed: int, question_id: str, wave: int) -> int:
@@ -269,12 +291,17 @@ def load_log(path: str | os.PathLike, questions: Sequence[Question]):
     states = _states_from_samples(path, kept, questions)
     # Repair the file only once the kept records are known to fit this run.
     if torn or keep < len(lines):
-        with open(path, "r+b") as handle:
-            handle.truncate(_line_end(complete, kept[-1][0]) if kept else 0)
-            handle.flush()
-            os.fsync(handle.fileno())
+        truncate_file(path, _line_end(complete, kept[-1][0]) if kept else 0)
     next_wave = max(record["wave"] for _, record in kept) + 1 if kept else 0
     return states, next_wave, keep
+
+
+def truncate_file(path: pathlib.Path, size: int) -> None:
+    """Cuts a log to its first `size` bytes, durably (flushed and fsync'd)."""
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _complete_lines(path: pathlib.Path, complete: bytes) -> list[tuple[int, dict]]:
@@ -347,8 +374,24 @@ def _line_end(data: bytes, line: int) -> int:
 # --------------------------------------------------------------------------- the loop
 
 
+def question_priors(questions: Sequence[Question]) -> tuple[list[float], list[float]] | None:
+    """(prior mu per question, prior sigma per question), or None when no question has one.
+
+    Raises:
+        ValueError: naming `prior` when only some questions have a prior.
+    """
+    priors = [q.prior for q in questions]
+    if not any(p is not None for p in priors):
+        return None
+    if not all(p is not None for p in priors):
+        missing = [q.id for q in questions if q.prior is None][:3]
+        raise ValueError(f"prior: no prior for question(s) {', '.join(missing)}")
+    return [p[0] for p in priors], [p[1] for p in priors]
+
+
 class _Decider:
-    """The batched estimator: sufficient statistics -> (mu, sigma) -> N*, one jit per shape."""
+    """The batched estimator of `tn`: sufficient statistics -> (mu, sigma) -> N*, one jit per
+    shape."""
 
     def __init__(self, questions: Sequence[Question], config: LoopConfig) -> None:
         import jax.numpy as jnp
@@ -356,18 +399,20 @@ class _Decider:
         from optscale_jax import fit_map_stats, fit_mle_stats, optimal_n
 
         self.config = config
-        priors = [q.prior for q in questions]
-        if any(p is not None for p in priors) and not all(p is not None for p in priors):
-            missing = [q.id for q in questions if q.prior is None][:3]
-            raise ValueError(f"prior: no prior for question(s) {', '.join(missing)}")
-        self.use_prior = priors[0] is not None if priors else False
+        priors = question_priors(questions)
+        self.use_prior = priors is not None
         self._jnp = jnp
         self._fit_mle = fit_mle_stats
         self._fit_map = fit_map_stats
         self._optimal_n = optimal_n
         if self.use_prior:
-            self.prior_mu = jnp.asarray([p[0] for p in priors])
-            self.prior_sigma = jnp.asarray([p[1] for p in priors])
+            self.prior_mu = jnp.asarray(priors[0])
+            self.prior_sigma = jnp.asarray(priors[1])
+
+    def decide(self, states: Sequence[QuestionState]) -> tuple[np.ndarray, list[str]]:
+        """(N* per question, the law each came from)."""
+        nstar = self(*_stats(states))[2]
+        return nstar, ["tn"] * len(states)
 
     def __call__(self, n: np.ndarray, s1: np.ndarray, s2: np.ndarray):
         """Returns (mu, sigma, nstar, status) as numpy arrays `[Q]`."""
@@ -388,6 +433,51 @@ class _Decider:
             np.asarray(nstar, dtype=np.int64),
             np.asarray(fit.status),
         )
+
+
+class _LawDecider:
+    """N* from another score law (`LoopConfig.law`), or per question the least-AIC law."""
+
+    def __init__(self, config: LoopConfig) -> None:
+        from optscale_jax import laws
+
+        self.config = config
+        self._laws = laws
+        self.names = laws.PARAMETRIC_LAWS if config.law == AUTO_LAW else (config.law,)
+
+    def decide(self, states: Sequence[QuestionState]) -> tuple[np.ndarray, list[str]]:
+        """(N* per question, the law each came from): each law fitted to the padded scores
+        `[Q, max_n]` (one compiled program for every wave), `auto` picking by AIC."""
+        laws, config = self._laws, self.config
+        scores = np.full((len(states), config.max_n), 0.5)
+        mask = np.zeros(scores.shape, bool)
+        for row, state in enumerate(states):
+            scores[row, : state.n] = state.scores[: config.max_n]
+            mask[row, : state.n] = True
+        fits = laws.fit_all(scores, mask, laws=self.names)
+        nstars = np.stack([
+            np.asarray(laws.optimal_n(name, fits[name].params, config.s_min, config.alpha,
+                                      config.max_n), np.int64)
+            for name in self.names
+        ])  # fmt: skip
+        # AIC is +inf where a law cannot have produced the scores (an exact 0 or 1 for tn or
+        # beta); argmin keeps the first law listed on ties (all laws tie with no scores).
+        aic = np.stack([np.asarray(fits[name].aic, np.float64) for name in self.names])
+        best = np.argmin(np.where(np.isnan(aic), np.inf, aic), axis=0)
+        rows = np.arange(len(states))
+        return nstars[best, rows], [self.names[i] for i in best]
+
+
+def _decider(questions: Sequence[Question], config: LoopConfig):
+    """The estimator of `config.law`: `_Decider` for `tn` (priors too), else `_LawDecider`."""
+    if config.law == "tn":
+        return _Decider(questions, config)
+    if question_priors(questions) is not None:
+        raise ValueError(
+            f"law: the (mu, sigma) priors are the tn law's; {config.law!r} takes none (use "
+            "law tn, or drop the priors)"
+        )
+    return _LawDecider(config)
 
 
 def _stats(states: Sequence[QuestionState]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -411,6 +501,11 @@ def _validate(config: LoopConfig) -> None:
     validation.check_unit(config.s_min, "s_min")
     validation.check_open_unit(config.alpha, "alpha")
     validation.check_max_n(config.max_n, "max_n")
+    from optscale_jax.laws import LAWS
+
+    if config.law not in (*LAWS, AUTO_LAW):
+        choices = ", ".join((*LAWS, AUTO_LAW))
+        raise ValueError(f"law: unknown law {config.law!r} (choose from {choices})")
     if config.wave_size < 1:
         raise ValueError(f"wave_size: must be >= 1, got {config.wave_size}")
     if config.min_samples < 1:
@@ -448,19 +543,22 @@ class _Timings:
 
 @dataclasses.dataclass
 class _Run:
-    """What every wave works with: the questions and their states, the models, the estimator."""
+    """What every wave works with: the questions and their states, the models, the estimator
+    (None in the budget mode, `optscale_jax.live.budget_loop`, which plans its own waves)."""
 
     questions: Sequence[Question]
     states: list[QuestionState]
     sampler: Any
     verifier: Any
-    decide: _Decider
+    decide: _Decider | _LawDecider | None
     config: LoopConfig
     timings: _Timings = dataclasses.field(default_factory=_Timings)
+    # Per question, the law of the last decision (`LoopConfig.law`; `tn` by default).
+    laws: list[str] = dataclasses.field(default_factory=list)
 
     def decisions(self) -> tuple[np.ndarray, np.ndarray]:
         """(N*, whether each question has stopped) after a refit of every question."""
-        _, _, nstar, _ = self.decide(*_stats(self.states))
+        nstar, self.laws = self.decide.decide(self.states)
         return nstar, stopped([s.n for s in self.states], nstar, self.config)
 
 
@@ -498,7 +596,7 @@ def run_online(
     log_path = pathlib.Path(log_path)
     start = time.perf_counter()
     states, wave, resumed = _initial_states(questions, log_path, resume)
-    run = _Run(questions, states, sampler, verifier, _Decider(questions, config), config)
+    run = _Run(questions, states, sampler, verifier, _decider(questions, config), config)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     calls_before = (verifier.calls, verifier.inputs, verifier.truncated)
     with run.timings.stage("decision"):
@@ -536,10 +634,24 @@ def _initial_states(
 
 def _run_wave(run: _Run, wave: int, active: np.ndarray, log) -> tuple[np.ndarray, np.ndarray]:
     """One wave: sample the active questions, score, grade, log and refit; (N*, done)."""
-    config, questions, timings = run.config, run.questions, run.timings
     wave_start = time.perf_counter()
+    counts = [min(run.config.wave_size, run.config.max_n - run.states[i].n) for i in active]
+    draw_wave(run, wave, active, counts, log)
+    tick = time.perf_counter()
+    nstar, done = run.decisions()
+    decision = time.perf_counter() - tick
+    run.timings.decision += decision
+    run.timings.wave_decisions.append(decision)
+    run.timings.waves.append(time.perf_counter() - wave_start)
+    return nstar, done
+
+
+def draw_wave(run: _Run, wave: int, active: Sequence[int], counts: Sequence[int], log) -> None:
+    """Draws `counts[j]` samples of question `active[j]` in ONE sampler call (seeds of
+    `wave_seed`), scores them in ONE verifier call, grades them, appends the wave's lines to
+    `log` in one write (flushed and fsync'd) and adds them to the questions' states."""
+    config, questions, timings = run.config, run.questions, run.timings
     seeds = [wave_seed(config.seed, questions[i].id, wave) for i in active]
-    counts = [min(config.wave_size, config.max_n - run.states[i].n) for i in active]
     prompts = [config.prompt_template.replace("{question}", questions[i].text) for i in active]
     with timings.stage("sample"):
         completions = run.sampler.generate(prompts, counts, seeds)
@@ -549,18 +661,11 @@ def _run_wave(run: _Run, wave: int, active: np.ndarray, log) -> tuple[np.ndarray
         scores = run.verifier.score([questions[i].text for i in owners], texts)
     with timings.stage("answer"):
         answers, correct = _grade(run, owners, texts)
-    tick = time.perf_counter()
     batches = zip(active, seeds, completions, strict=True)
     lines = _record_wave(run, wave, batches, scores, answers, correct)
     log.write("\n".join(lines) + "\n")
     log.flush()
     os.fsync(log.fileno())
-    nstar, done = run.decisions()
-    decision = time.perf_counter() - tick
-    timings.decision += decision
-    timings.wave_decisions.append(decision)
-    timings.waves.append(time.perf_counter() - wave_start)
-    return nstar, done
 
 
 def _grade(
@@ -601,6 +706,8 @@ def _record_wave(run: _Run, wave: int, batches, scores, answers, correct) -> lis
                 record["gold"] = question.gold
             if question.prior is not None:
                 record["prior"] = {"mu": question.prior[0], "sigma": question.prior[1]}
+            if run.config.law != "tn" and run.laws:
+                record["law"] = run.laws[i]
             record.update(wave=wave, wave_samples=len(answers), seed=seed, text=text)
             lines.append(json.dumps(record, ensure_ascii=False))
             state.add(float(scores[flat]), int(tokens), answers[flat], correct[flat])
@@ -617,17 +724,21 @@ def best_of_n(state: QuestionState) -> int:
 
 def _summary(
     run: _Run,
-    nstar: np.ndarray,
+    nstar: np.ndarray | None,
     calls_before: tuple[int, int, int],
     resumed: int,
     waves: int,
     wall: float,
 ) -> RunSummary:
+    """The run's `RunSummary`; without `nstar` (the budget mode) no question stopped by N*."""
     questions, states, config, verifier = run.questions, run.states, run.config, run.verifier
     graded = [i for i, q in enumerate(questions) if q.gold is not None and states[i].n > 0]
     hits = [bool(states[i].correct[best_of_n(states[i])]) for i in graded]
     n = np.asarray([s.n for s in states])
-    by_nstar = nstar_reached(n, nstar, config.min_samples) & (n < config.max_n)
+    by_nstar, per_question_nstar = np.zeros(n.shape, bool), {}
+    if nstar is not None:
+        by_nstar = nstar_reached(n, nstar, config.min_samples) & (n < config.max_n)
+        per_question_nstar = {q.id: int(v) for q, v in zip(questions, nstar, strict=True)}
     return RunSummary(
         questions=len(questions),
         max_n=config.max_n,
@@ -648,7 +759,11 @@ def _summary(
         answer_seconds=run.timings.answer,
         decision_seconds=run.timings.decision,
         samples_per_question={q.id: int(s.n) for q, s in zip(questions, states, strict=True)},
-        nstar={q.id: int(v) for q, v in zip(questions, nstar, strict=True)},
+        nstar=per_question_nstar,
         wave_seconds=run.timings.waves,
         wave_decision_seconds=run.timings.wave_decisions,
+        law=config.law,
+        question_laws=dict(zip((q.id for q in questions), run.laws, strict=True))
+        if run.laws
+        else None,
     )

@@ -50,28 +50,47 @@ def _read_parquet(path: pathlib.Path) -> Log:
     """One row per question: `id`, list columns `scores`/`tokens`/`answers`/`correct`,
     `gold`, and `prior_mu`/`prior_sigma` (both or neither)."""
     columns = _parquet_columns(path)
-    if "id" not in columns:
-        raise ValueError(f"{path}: field 'id': missing column")
-    has_prior = [name in columns for name in _PRIOR_COLUMNS]
-    if any(has_prior) and not all(has_prior):
-        raise ValueError(f"{path}: field 'prior_mu'/'prior_sigma': give both columns or neither")
+    return assemble(parquet_questions(columns, path), str(path))
+
+
+def parquet_questions(columns: dict[str, list], path: pathlib.Path, first_row: int = 0) -> list:
+    """The questions of Parquet rows given as Python lists per column (the columns of
+    `parquet_known_columns`); `first_row` numbers the rows in errors.
+
+    Returns:
+        `records.QuestionData` per row, in order.
+    """
+    has_prior = all(name in columns for name in _PRIOR_COLUMNS)
     questions = []
     for row in range(len(columns["id"])):
-        where = f"{path}: row {row + 1}"
+        where = f"{path}: row {first_row + row + 1}"
         values = {name: column[row] for name, column in columns.items()}
         fields = {name: values[name] for name in _PARQUET_RECORD_COLUMNS if name in values}
         question = question_from_record(fields, where)
-        if all(has_prior):
+        if has_prior:
             question.prior = _parquet_prior(values["prior_mu"], values["prior_sigma"], where)
         questions.append(question)
-    return assemble(questions, str(path))
+    return questions
 
 
 def _parquet_columns(path: pathlib.Path) -> dict[str, list]:
     """The known columns of a Parquet file as Python lists (other columns are not read)."""
     import pyarrow.parquet as pq
 
+    known = parquet_known_columns(path)
     # pyarrow raises several exception types for damaged files: each one means unreadable.
+    try:
+        table = pq.read_table(path, columns=known)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
+    return parquet_lists(table, known, path)
+
+
+def parquet_known_columns(path: pathlib.Path) -> list[str]:
+    """The columns of a Parquet file that a log reads: each present once, `id` among them,
+    the prior columns both or neither (else ValueError naming the file and field)."""
+    import pyarrow.parquet as pq
+
     try:
         names = pq.read_schema(path).names
     except Exception as error:  # noqa: BLE001
@@ -80,10 +99,16 @@ def _parquet_columns(path: pathlib.Path) -> dict[str, list]:
     for name in known:
         if names.count(name) > 1:
             raise ValueError(f"{path}: field {name!r}: {names.count(name)} columns of that name")
-    try:
-        table = pq.read_table(path, columns=known)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
+    if "id" not in known:
+        raise ValueError(f"{path}: field 'id': missing column")
+    has_prior = [name in known for name in _PRIOR_COLUMNS]
+    if any(has_prior) and not all(has_prior):
+        raise ValueError(f"{path}: field 'prior_mu'/'prior_sigma': give both columns or neither")
+    return known
+
+
+def parquet_lists(table: Any, known: list[str], path: pathlib.Path) -> dict[str, list]:
+    """The columns `known` of a pyarrow table (or record batch) as Python lists."""
     columns = {}
     for name in known:
         try:

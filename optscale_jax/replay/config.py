@@ -6,7 +6,8 @@ import dataclasses
 import math
 import numbers
 
-from optscale_jax.replay.methods import METHODS, method_entry
+from optscale_jax.replay.law_fits import DEFAULT_LAW, check_laws
+from optscale_jax.replay.methods import BUDGET_UNITS, DEFAULT_METHODS, METHOD_TABLE, method_entry
 from optscale_jax.replay.splits import parse_split
 
 PROTOCOLS = ("heldout", "released")
@@ -28,7 +29,8 @@ class ReplayConfig:
     depends on the log (which methods it supports, the cap) is checked by `evaluate`.
 
     Attributes:
-        methods: methods to run (subset of `METHODS`).
+        methods: methods to run (subset of `METHODS`; default `DEFAULT_METHODS`, the ones
+            that need no budget).
         max_n: cap on samples per question (None: the longest question).
         fixed_n: N grid of the fixed-N methods (None: 1..max_n).
         s_min: OptScale score thresholds.
@@ -54,9 +56,17 @@ class ReplayConfig:
         verifier_cost_factor: verifier cost per generated token (or per sample).
         bootstrap: bootstrap resamples for the CIs.
         seed: seeds the orders, the split and the bootstrap (an integer >= 0).
+        budget: mean budgets per question of the budget methods (`BUDGET_METHODS`).
+        objective: the allocation's objective, "reach" or "best" (`optscale_jax.allocation`).
+        wave: samples per wave of the allocation (None: one per question of the set).
+        budget_unit: "samples" or "tokens" (the log's tokens x (1 + verifier_cost_factor)).
+        budget_s_min: score threshold of `reach` and of the elimination rule.
+        law: the score laws the OptScale methods fit (`law_fits`): names of
+            `optscale_jax.laws.LAWS` or "auto"; each law is a method family of its own
+            (`optscale0[beta]`). The default, tn alone, is the replay without a law.
     """
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     max_n: int | None = None
     fixed_n: tuple[int, ...] | None = None
     s_min: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -78,6 +88,12 @@ class ReplayConfig:
     verifier_cost_factor: float = 0.0
     bootstrap: int = 2000
     seed: int = 0
+    budget: tuple[float, ...] = ()
+    objective: str = "reach"
+    wave: int | None = None
+    budget_unit: str = "samples"
+    budget_s_min: float = 0.8
+    law: tuple[str, ...] = (DEFAULT_LAW,)
 
     def __post_init__(self) -> None:
         if self.split is None:
@@ -86,6 +102,19 @@ class ReplayConfig:
         _check_methods(self)
         _check_grids(self)
         _check_evaluation(self)
+        _check_budget(self)
+        check_laws(self.law, "law")
+
+    @property
+    def law_column(self) -> bool:
+        """A law other than tn is named: the OptScale settings carry their law (results.csv
+        a `law` column, the families are labelled `optscale0[law]`)."""
+        return tuple(self.law) != (DEFAULT_LAW,)
+
+    @property
+    def spends_budget(self) -> bool:
+        """A budget method is among the methods."""
+        return any(METHOD_TABLE[method].spends_budget for method in self.methods)
 
     def grid(self, name: str, max_n: int) -> tuple:
         """The values of the grid field `name`; `fixed_n` unset (or empty) is 1..max_n."""
@@ -156,4 +185,34 @@ def _check_selection(config: ReplayConfig) -> None:
     if config.select == "ltt" and config.protocol == "released":
         raise ValueError(
             "select ltt certifies on the selection questions: protocol must be heldout"
+        )
+
+
+def _check_budget(config: ReplayConfig) -> None:
+    """The budget methods' options (what depends on the log is checked by `evaluate`)."""
+    from optscale_jax import allocation, validation
+
+    budgets = config.budget
+    if len(budgets):
+        validation.check_finite(budgets, "budget")
+    if any(b <= 0 for b in budgets):
+        raise ValueError(f"budget must be > 0, got {list(budgets)}")
+    if config.objective not in allocation.OBJECTIVES:
+        raise ValueError(
+            f"objective: unknown objective {config.objective!r} "
+            f"(choose from {', '.join(allocation.OBJECTIVES)})"
+        )
+    wave = config.wave
+    integer = isinstance(wave, numbers.Integral) and not isinstance(wave, bool)
+    if wave is not None and not (integer and wave >= 1):
+        raise ValueError(f"wave must be an integer >= 1, got {wave!r}")
+    if config.budget_unit not in BUDGET_UNITS:
+        raise ValueError(
+            f"budget_unit: expected {' or '.join(BUDGET_UNITS)}, got {config.budget_unit!r}"
+        )
+    validation.check_unit(config.budget_s_min, "budget_s_min")
+    if config.spends_budget and config.select == "ltt":
+        raise ValueError(
+            "select: the budget methods are compared at equal budget by accuracy: use "
+            "select='accuracy' with them"
         )

@@ -1,22 +1,47 @@
-"""Runs the methods of the table on an ordered log: every method x setting -> `Outcomes`."""
+"""Runs the methods of the table on an ordered log: every method x setting -> `Outcomes`.
+
+Inside `sharded_over(mesh)` the OptScale prefix fits and grid cells of every replay run in
+this context (`evaluate`, `evaluate_stream`) shard their question axis over the mesh; the
+results, and so every file, are bitwise those of one device.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from optscale_jax.replay.config import ReplayConfig
+from optscale_jax.replay.law_fits import DEFAULT_LAW
 from optscale_jax.replay.methods import (
+    LAW_PARAMETER,
     METHOD_TABLE,
+    BudgetOptions,
     Decisions,
     MethodInputs,
     Prior,
     Setting,
     full_budget_setting,
+    method_laws,
 )
 from optscale_jax.replay.orders import Outcomes, Replayed, outcome_at, outcomes
+
+# A context, not a config field: the mesh is how to compute, not what (no file records it).
+_MESH: contextvars.ContextVar[Any] = contextvars.ContextVar("replay_mesh", default=None)
+
+
+@contextlib.contextmanager
+def sharded_over(mesh: Any) -> Iterator[None]:
+    """Replays run inside shard their question axis over `mesh` (a
+    `devices.question_mesh`; None: one device, the plain code path)."""
+    token = _MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _MESH.reset(token)
 
 
 def run_methods(
@@ -27,6 +52,7 @@ def run_methods(
     progress: bool = True,
     methods: Sequence[str] | None = None,
     risks: Sequence[str] = (),
+    groups: np.ndarray | None = None,
 ) -> tuple[list[Setting], Outcomes, dict[str, Any]]:
     """Every method x setting of `config` on the ordered log.
 
@@ -40,6 +66,11 @@ def run_methods(
         risks: names of `optscale_jax.calibration.RISKS` to compute (`Outcomes.losses`).
             With risks, every method's family also holds its full-budget setting
             (n = max_n, the losses' reference and Learn-then-Test's fallback).
+        groups: int `[Q]`, the question set each question is reported in: the budget
+            methods spend their budget within each set (None: one set).
+
+    A method that fits a score law (`Method.takes_law`) runs once per law of `config.law`
+    it can fit (`method_laws`); its settings carry the law when `config.law_column`.
 
     Returns:
         (settings, outcomes with arrays [S, Q], diagnostics such as fit status counts).
@@ -48,7 +79,7 @@ def run_methods(
         ValueError: naming `risks` for an unknown risk or one the log cannot give.
     """
     check_risks(replayed, risks, "risks")
-    return _run_methods(replayed, config, max_n, prior, progress, methods, tuple(risks))
+    return _run_methods(replayed, config, max_n, prior, progress, methods, tuple(risks), groups)
 
 
 def check_risks(replayed: Any, risks: Sequence[str], name: str) -> None:
@@ -76,6 +107,7 @@ def _run_methods(
     progress: bool,
     methods: Sequence[str] | None,
     risks: tuple[str, ...],
+    groups: np.ndarray | None = None,
 ) -> tuple[list[Setting], Outcomes, dict[str, Any]]:
     """`run_methods` on checked input."""
     import jax.numpy as jnp
@@ -86,27 +118,49 @@ def _run_methods(
         name: {field: config.grid(source, max_n) for field, source in method.grids}
         for name, method in table.items()
     }
-    steps = sum(method.steps(grids[name]) for name, method in table.items())
+    laws = {name: method_laws(name, config.law) for name in table}
+    steps = sum(method.steps(grids[name]) * len(laws[name]) for name, method in table.items())
     bar = tqdm(total=steps, desc="replay", unit="step", disable=not progress, leave=False)
-    inputs = MethodInputs(replayed, jnp.asarray(replayed.mask), max_n, prior, bar.update, {})
+    budget = BudgetOptions(
+        config.objective, config.wave, config.budget_unit, config.budget_s_min,
+        seed=config.seed, groups=groups,
+    )  # fmt: skip
+    inputs = MethodInputs(
+        replayed, jnp.asarray(replayed.mask), max_n, prior, bar.update, {}, budget,
+        mesh=_MESH.get(),
+    )  # fmt: skip
     settings: list[Setting] = []
     parts: list[Outcomes] = []
     diagnostics: dict[str, Any] = {}
     for name, method in table.items():
-        bar.set_postfix_str(name)
-        decisions = method.run(
-            inputs._replace(prior=prior if method.uses_prior else None), grids[name]
-        )
-        part = None
-        if risks:
-            full = _full_budget(name, inputs)
-            decisions = _with_full_budget(name, decisions, full, max_n)
-            part = _losses(replayed, decisions, full, risks)
-        settings += [Setting(name, **params) for params in decisions.params]
-        parts.append(outcomes(replayed, decisions.samples, decisions.chosen)._replace(losses=part))
-        diagnostics |= {f"{name}_{key}": value for key, value in decisions.diagnostics.items()}
+        for law in laws[name]:
+            family = Setting(name, law=_tag(law, config)).family
+            bar.set_postfix_str(family)
+            method_inputs = inputs._replace(
+                prior=prior if method.uses_prior else None, law=law or DEFAULT_LAW
+            )
+            decisions = method.run(method_inputs, grids[name])
+            part = None
+            if risks:
+                full = _full_budget(name, inputs)
+                decisions = _with_full_budget(name, decisions, full, max_n)
+                part = _losses(replayed, decisions, full, risks)
+            law_param = {} if _tag(law, config) is None else {LAW_PARAMETER: law}
+            settings += [Setting(name, **params, **law_param) for params in decisions.params]
+            parts.append(
+                outcomes(replayed, decisions.samples, decisions.chosen)._replace(losses=part)
+            )
+            diagnostics |= {
+                f"{family}_{key}": value for key, value in decisions.diagnostics.items()
+            }
     bar.close()
     return settings, _merge(parts, risks), diagnostics
+
+
+def _tag(law: str | None, config: ReplayConfig) -> str | None:
+    """The law a setting carries: its law when the replay names one other than tn
+    (`ReplayConfig.law_column`), else None (the settings of a replay without a law)."""
+    return law if config.law_column else None
 
 
 def _merge(parts: list[Outcomes], risks: tuple[str, ...]) -> Outcomes:

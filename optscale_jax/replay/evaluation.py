@@ -16,6 +16,17 @@ full budget n = max_n when none is), every figure gains the realised risk with i
 bootstrap CI, each method's summary entry its `guarantee`, and the summary the settings LTT
 certifies on every question of the log (`certified_settings`, the ones to deploy).
 
+With a budget method (`budget`, its baselines and ceiling), results.csv gains the `budget`
+column (`BUDGET_RESULT_COLUMNS`), and the summary the figures of every budget method on all
+questions per budget (`budget`) and `vs_uniform` (budget: `budget_summary`).
+
+With a score law other than tn (`ReplayConfig.law`), every (OptScale method, law) is a
+family of its own (`Setting.family`, e.g. `optscale0[beta]`): chosen, summarised and written
+apart (the `method` column of results.csv and per_question.csv holds the family), and
+results.csv gains the `law` column (`with_law_column`; empty on the other methods' rows).
+OptScalet runs only with the laws its truncated-normal prior is a prior of (tn, tn-atoms):
+its other families are skipped, or an error when the methods were named.
+
 The reference method (the first of the table's fixed-N references that the log supports:
 Best-of-N, or self-consistency on a log without scores) gives the selection rule's target
 (its accuracy at max_n) and the curve that savings are measured against.
@@ -30,14 +41,25 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from optscale_jax.replay.budget import (
+    CEILING_NOTE,
+    budget_summary,
+    check_budget_log,
+    question_groups,
+    with_compared,
+)
 from optscale_jax.replay.config import ReplayConfig
 from optscale_jax.replay.engine import _run_methods, check_risks
+from optscale_jax.replay.law_fits import PRIOR_LAWS
 from optscale_jax.replay.methods import (
+    BUDGET_PARAMETER,
     HYPER_PARAMETERS,
+    LAW_PARAMETER,
     METHOD_TABLE,
     Setting,
     ltt_order,
     method_entry,
+    method_laws,
 )
 from optscale_jax.replay.orders import Outcomes, permute
 from optscale_jax.replay.priors import resolve_prior
@@ -69,6 +91,13 @@ RESULT_COLUMNS = (
 )
 LTT_RESULT_COLUMNS = (*RESULT_COLUMNS, "risk", "risk_ci_low", "risk_ci_high")
 """results.csv with `select="ltt"`: the realised loss of each row and its bootstrap CI."""
+_AFTER_PARAMETERS = RESULT_COLUMNS.index(HYPER_PARAMETERS[-1]) + 1
+BUDGET_RESULT_COLUMNS = (
+    *RESULT_COLUMNS[:_AFTER_PARAMETERS],
+    BUDGET_PARAMETER,
+    *RESULT_COLUMNS[_AFTER_PARAMETERS:],
+)
+"""results.csv when a budget method runs: its rows carry their mean budget per question."""
 PER_QUESTION_COLUMNS = ("method", "split", "question", "samples", "cost", "correct")
 RELEASED_LABEL = "released-test-selected"
 NO_LABELS_NOTE = (
@@ -165,6 +194,15 @@ class _Evaluation:
         return self.out.losses[self.config.risk]
 
     @property
+    def spends_budget(self) -> bool:
+        """A budget method ran."""
+        return any(METHOD_TABLE[setting.method].spends_budget for setting in self.settings)
+
+    def method_of(self, family: str) -> str:
+        """The method of a family (`Setting.family`: a method, or a method with its law)."""
+        return self.settings[int(self.rows_of[family][0])].method
+
+    @property
     def report_name(self) -> str:
         return RELEASED_LABEL if self.released else _REPORTED_SPLIT[self.kind]
 
@@ -208,6 +246,39 @@ def _check_labels(log: Any, config: ReplayConfig) -> None:
             f"select: the log has no labels (no `correct`, no `gold`): use select='ltt' with "
             f"a label-free risk (disagree or regret), not select={config.select!r}"
         )
+
+
+def _with_laws(
+    log: Any, config: ReplayConfig, methods: Sequence[str], skipped: dict[str, str], explicit: bool
+) -> tuple[str, ...]:
+    """The methods that run with the score laws of `config.law`: OptScalet only with a law
+    its truncated-normal prior is a prior of (`law_fits.PRIOR_LAWS`); the families it cannot
+    run are skipped (added to `skipped`), or, when the methods were named, an error.
+
+    Raises:
+        ValueError: naming `law`: a law named on a log without scores, or OptScalet named
+            with a law that has no prior.
+    """
+    if config.law_column and log.scores is None:
+        raise ValueError(
+            f"law: the score laws ({', '.join(config.law)}) are fitted to scores, and the log "
+            "has none"
+        )
+    kept = []
+    for method in methods:
+        laws = method_laws(method, config.law)
+        fits_laws = METHOD_TABLE[method].takes_law
+        for law in (law for law in config.law if fits_laws and law not in laws):
+            reason = (
+                f"no prior for the {law} law: {method}'s priors are truncated-normal (mu, sigma) "
+                f"priors, priors of {' and '.join(PRIOR_LAWS)} only"
+            )
+            if explicit:
+                raise ValueError(f"law: {reason} (use optscale0 with {law})")
+            skipped[Setting(method, law=law).family] = reason
+        if laws:
+            kept.append(method)
+    return tuple(kept)
 
 
 def _lacking(log: Any, method: str) -> str | None:
@@ -264,16 +335,48 @@ def evaluate(
         ReplayResult.
     """
     run, skipped, diagnostics = _replay(log, config, explicit_methods, progress)
+    return evaluate_run(run, skipped, diagnostics)
+
+
+def evaluate_run(
+    run: _Evaluation, skipped: dict[str, str], diagnostics: dict[str, Any]
+) -> ReplayResult:
+    """The evaluation of replayed outcomes: selection, result rows, summary, per question.
+
+    Args:
+        run: the replay's outcomes and how to read them (`_replay`, or the streamed replay's).
+        skipped: skipped methods -> why.
+        diagnostics: the methods' diagnostics.
+
+    Returns:
+        ReplayResult.
+    """
+    config = run.config
     choices = _choose_settings(run)
     rows = _setting_rows(run, choices)
     held_out, pooled_rows, per_question = _held_out_results(run, choices)
     _add_savings(run, held_out)
     summary = _summary(run, held_out, skipped, diagnostics)
-    if not run.ltt:
-        return ReplayResult(rows + pooled_rows, summary, per_question, _table(run, held_out))
-    summary["certified_settings"] = certified_settings(run)
+    columns = RESULT_COLUMNS
+    if run.spends_budget:
+        summary["budget"], summary["vs_uniform"] = budget_summary(
+            run.settings, run.out, run.config, run.boot_seed
+        )
+        columns = BUDGET_RESULT_COLUMNS
+    elif run.ltt:
+        summary["certified_settings"] = certified_settings(run)
+        columns = LTT_RESULT_COLUMNS
+    if config.law_column:
+        columns = with_law_column(columns)
     table = _table(run, held_out)
-    return ReplayResult(rows + pooled_rows, summary, per_question, table, LTT_RESULT_COLUMNS)
+    return ReplayResult(rows + pooled_rows, summary, per_question, table, columns)
+
+
+def with_law_column(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """results.csv's columns with `law` after `method` (a replay that names a law other
+    than tn; rows of methods without a law leave it empty)."""
+    at = columns.index("method") + 1
+    return (*columns[:at], LAW_PARAMETER, *columns[at:])
 
 
 def _replay(
@@ -284,17 +387,9 @@ def _replay(
     Returns:
         (the evaluation's shared state, skipped methods -> why, diagnostics).
     """
-    risks = (config.risk,) if config.select == "ltt" else ()
-    check_risks(log, risks, "risk")
-    _check_labels(log, config)
-    methods, skipped = check_log(log, config.methods, explicit_methods)
-    if not methods:
-        raise ValueError("methods: no method can run on this log")
-    reference = _check_reference(log, methods)
-    max_n = _max_n(log, config)
-    seeds = np.random.SeedSequence(config.seed).spawn(3)
-    order_seed, split_seed, boot_seed = (int(s.generate_state(1)[0]) for s in seeds)
-    splits = make_splits(len(log.ids), config.split, split_seed)
+    plan = prepare(log, config, explicit_methods)
+    risks, max_n, methods, skipped, reference = plan[:5]
+    order_seed, boot_seed, splits = plan[5:]
     prior = prior_label = None
     if any(METHOD_TABLE[m].uses_prior for m in methods):
         *prior, prior_label = resolve_prior(
@@ -302,16 +397,64 @@ def _replay(
             tuple(config.prior_scale),
         )  # fmt: skip
     replayed = permute(log, config.permutations, order_seed, config.verifier_cost_factor)
+    groups = question_groups(splits, len(log.ids))
     settings, out, diagnostics = _run_methods(
-        replayed, config, max_n, prior, progress, methods, risks
+        replayed, config, max_n, prior, progress, methods, risks, groups
     )
     diagnostics["questions_with_tied_top_answers"] = top_score_ties(log)
-    rows_of = {m: np.array([i for i, s in enumerate(settings) if s.method == m]) for m in methods}
-    run = _Evaluation(
+    run = evaluation_state(
+        log, config, reference, max_n, splits, settings, out, prior, prior_label, boot_seed
+    )
+    return run, skipped, diagnostics
+
+
+def prepare(log: Any, config: ReplayConfig, explicit_methods: bool) -> tuple:
+    """Checks the log against the config; draws the seeds and the splits.
+
+    Args:
+        log: a `Log`, or any object with its fields (`ids`, `mask` of K columns, and each
+            optional field None or not): the checks read which fields exist and K only.
+        config: the replay configuration.
+        explicit_methods: as in `evaluate`.
+
+    Returns:
+        (risks, max_n, methods, skipped, reference, order_seed, boot_seed, splits).
+    """
+    risks = (config.risk,) if config.select == "ltt" else ()
+    check_risks(log, risks, "risk")
+    _check_labels(log, config)
+    max_n = _max_n(log, config)
+    check_budget_log(log, config, config.methods, max_n)
+    methods, skipped = check_log(log, with_compared(config.methods), explicit_methods)
+    if not methods:
+        raise ValueError("methods: no method can run on this log")
+    reference = _check_reference(log, methods)
+    methods = _with_laws(log, config, methods, skipped, explicit_methods)
+    seeds = np.random.SeedSequence(config.seed).spawn(3)
+    order_seed, split_seed, boot_seed = (int(s.generate_state(1)[0]) for s in seeds)
+    splits = make_splits(len(log.ids), config.split, split_seed)
+    return risks, max_n, methods, skipped, reference, order_seed, boot_seed, splits
+
+
+def evaluation_state(
+    log: Any,
+    config: ReplayConfig,
+    reference: str,
+    max_n: int,
+    splits: list[Split],
+    settings: list[Setting],
+    out: Outcomes,
+    prior: Sequence[Any] | None,
+    prior_label: str | None,
+    boot_seed: int,
+) -> _Evaluation:
+    """What the evaluation steps share, with each family's rows of the settings."""
+    families = dict.fromkeys(setting.family for setting in settings)
+    rows_of = {f: np.array([i for i, s in enumerate(settings) if s.family == f]) for f in families}
+    return _Evaluation(
         log, config, reference, max_n, splits, settings, out, rows_of, prior, prior_label,
         boot_seed,
     )  # fmt: skip
-    return run, skipped, diagnostics
 
 
 # --- selection -----------------------------------------------------------------------------------
@@ -391,7 +534,7 @@ def _result_row(
         "setting": setting,
         "max_n": run.max_n,
         **params,
-        "prior": run.prior_label if METHOD_TABLE[method].uses_prior else None,
+        "prior": run.prior_label if METHOD_TABLE[run.method_of(method)].uses_prior else None,
         "accuracy": figures.accuracy,
         "ci_low": figures.ci_low,
         "ci_high": figures.ci_high,
@@ -402,6 +545,8 @@ def _result_row(
         "cost_unit": run.cost_unit,
         "selected": selected,
     }
+    if run.config.law_column:
+        row.setdefault(LAW_PARAMETER, None)  # empty for a method without a law
     if run.ltt:
         row |= {
             "risk": figures.risk,
@@ -435,7 +580,7 @@ def _setting_rows(run: _Evaluation, choices: dict[str, list[_Pick]]) -> list[dic
             selected = name == "test" and i in marked
             rows.append(
                 _result_row(
-                    run, setting.method, name, setting.label, setting.params(), figures[i], selected
+                    run, setting.family, name, setting.label, setting.params(), figures[i], selected
                 )
             )
     return rows
@@ -528,7 +673,7 @@ def _held_out(
     labels = [s.label for s in chosen]
     params = {
         name: getattr(chosen[0], name) if len({getattr(s, name) for s in chosen}) == 1 else None
-        for name in HYPER_PARAMETERS
+        for name in chosen[0].params()
     }
     qualified = all(pick.qualified for pick in picks)
     entry = {
@@ -544,6 +689,8 @@ def _held_out(
         "selection": _selection_note(run, picks),
         "qualified": qualified,
     }
+    if METHOD_TABLE[chosen[0].method].ceiling:
+        entry["ceiling"] = CEILING_NOTE
     if run.ltt:
         entry["realised_risk"] = figures.risk
         entry["realised_risk_ci"] = [figures.risk_ci_low, figures.risk_ci_high]
@@ -719,6 +866,8 @@ def _summary(
         summary["labels_note"] = NO_LABELS_NOTE
     if run.ltt:
         summary["ltt"] = _ltt_summary(run)
+    if config.law_column:
+        summary["law"] = list(config.law)
     return summary
 
 

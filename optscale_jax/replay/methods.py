@@ -17,9 +17,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from optscale_jax.replay.law_fits import DEFAULT_LAW, PRIOR_LAWS
 from optscale_jax.replay.orders import Replayed
 
 HYPER_PARAMETERS = ("n", "s_min", "alpha", "m", "w", "threshold", "k")
+BUDGET_PARAMETER = "budget"
+"""The setting of the budget methods: mean budget per question (samples, or tokens with
+`budget_unit="tokens"`). Only their settings carry it (their results.csv rows a `budget`
+column), so the files of the other methods stay as they were."""
+BUDGET_UNITS = ("samples", "tokens")
+LAW_PARAMETER = "law"
+"""The score law of the OptScale methods' settings (`ReplayConfig.law`). Settings carry it,
+and results.csv has a `law` column, only when a law other than tn is named (the files of a
+replay without `law` stay as they were); the other methods' rows leave it empty."""
 
 # Per question prior centres (mu [Q], sigma [Q]) and prior scales ((mu_scale, sigma_scale)).
 Prior = tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]
@@ -37,18 +47,33 @@ class Setting:
     w: int | None = None
     threshold: float | None = None
     k: int | None = None
+    budget: float | None = None
+    law: str | None = None
+
+    @property
+    def family(self) -> str:
+        """The method as chosen and reported: its name, with its score law when it carries
+        one (`optscale0[beta]`). Each family gets its own setting and summary entry."""
+        return self.method if self.law is None else f"{self.method}[{self.law}]"
 
     @property
     def label(self) -> str:
         parts = [
             f"{name}={getattr(self, name):g}"
-            for name in HYPER_PARAMETERS
+            for name in (*HYPER_PARAMETERS, BUDGET_PARAMETER)
             if getattr(self, name) is not None
         ]
         return " ".join(parts) or "-"
 
     def params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in HYPER_PARAMETERS}
+        """The hyper-parameters (None where one does not apply), and the budget and the score
+        law if it has them."""
+        params = {name: getattr(self, name) for name in HYPER_PARAMETERS}
+        if self.budget is not None:
+            params[BUDGET_PARAMETER] = self.budget
+        if self.law is not None:
+            params[LAW_PARAMETER] = self.law
+        return params
 
 
 class MethodInputs(NamedTuple):
@@ -61,6 +86,10 @@ class MethodInputs(NamedTuple):
         prior: the OptScalet prior, or None.
         advance: moves the progress bar by a number of steps.
         shared: results one method computes for another (the MLE prefix fits).
+        budget: how the budget methods spend their budget (None: as `BudgetOptions()`).
+        law: the score law a `takes_law` method fits (a name of `law_fits.law_choices()`).
+        mesh: a `devices.question_mesh` that the OptScale prefix fits and grid cells shard
+            their question axis over (bitwise the same results), or None: one device.
     """
 
     replayed: Replayed
@@ -69,6 +98,34 @@ class MethodInputs(NamedTuple):
     prior: Prior | None
     advance: Callable[[int], Any]
     shared: dict[str, Any]
+    budget: BudgetOptions | None = None
+    law: str = DEFAULT_LAW
+    mesh: Any = None
+
+
+class BudgetOptions(NamedTuple):
+    """How the budget methods spend a mean budget per question.
+
+    Attributes:
+        objective: the allocation's objective ("reach" or "best", `optscale_jax.allocation`).
+        wave: samples per wave of the allocation (None: one per question of the set).
+        unit: "samples" or "tokens" (the replay's cost of a sample: tokens x (1 + verifier
+            cost factor)).
+        s_min: score threshold of `reach` and of the elimination rule.
+        m0: samples every question starts with in the allocation.
+        seed: seed of the tie rules.
+        groups: int `[Q]`, the question set each question is reported in (dev and test, or
+            the folds); the budget is spent within each set, so the mean of every reported
+            set stays within it. None: one set.
+    """
+
+    objective: str = "reach"
+    wave: int | None = None
+    unit: str = "samples"
+    s_min: float = 0.8
+    m0: int = 2
+    seed: int = 0
+    groups: np.ndarray | None = None
 
 
 class Decisions(NamedTuple):
@@ -103,6 +160,12 @@ class Method:
         reference: its name in messages ("BoN") if it can be the reference of the selection
             rule and of the savings (a fixed-N method); the first method of the table with a
             reference name that a log supports is that log's reference.
+        spends_budget: its settings are mean budgets per question (the `budget` grid): it is
+            run only when asked for, and spends at most the budget in every reported set.
+        compared_with: the method whose accuracy at the same budget the summary subtracts
+            from this one's (`vs_uniform`); it is run along with this one.
+        ceiling: it knows each sample's correctness: a bound, not a method.
+        budget_units: the units its budget can be counted in (`BUDGET_UNITS`).
         full_budget: the fixed-N method whose decision at n = max_n is this method's
             full-budget outcome (the reference of the Learn-then-Test losses and the fallback
             when no setting is certified): "bon" for score methods, "sc" for vote methods;
@@ -110,6 +173,8 @@ class Method:
         ltt_order: settings -> their data-independent order from safest to cheapest (a
             permutation, `optscale_jax.calibration.grid_order` for OptScale); None: by the
             grid's values, largest first (`optscale_jax.calibration.safety_order`).
+        takes_law: it fits a score law (`ReplayConfig.law`): it runs once per law, each law
+            a family of its own (`Setting.family`).
     """
 
     needs: tuple[str, ...]
@@ -118,12 +183,26 @@ class Method:
     progress: tuple[str, ...] = ()
     uses_prior: bool = False
     reference: str | None = None
+    spends_budget: bool = False
+    compared_with: str | None = None
+    ceiling: bool = False
+    budget_units: tuple[str, ...] = BUDGET_UNITS
     full_budget: str | None = None
     ltt_order: Callable[[Sequence[Setting]], np.ndarray] | None = None
+    takes_law: bool = False
 
     def steps(self, grid: Mapping[str, tuple]) -> int:
         """Progress-bar steps of one run on `grid`."""
         return math.prod(len(grid[name]) for name in self.progress)
+
+
+def method_laws(name: str, laws: Sequence[str]) -> tuple[str | None, ...]:
+    """The laws method `name` runs with: each of `laws` that it can fit (OptScalet: those
+    its prior is a prior of, `law_fits.PRIOR_LAWS`); (None,) for a method without a law."""
+    method = METHOD_TABLE[name]
+    if not method.takes_law:
+        return (None,)
+    return tuple(law for law in laws if not method.uses_prior or law in PRIOR_LAWS)
 
 
 def method_entry(name: str) -> Method:
@@ -288,57 +367,162 @@ def optscale_decisions(
     return _optscale_cells(replayed, fit, s_min, alpha, min_samples, peek, max_n, on_cell)
 
 
-def _prefix_fits(replayed: Replayed, prior: Prior | None) -> Any:
-    """Fits of every prefix of every ordered question: MLE, or MAP with `prior`."""
+def _prefix_fits(replayed: Replayed, prior: Prior | None, mesh: Any = None) -> Any:
+    """Fits of every prefix of every ordered question: MLE, or MAP with `prior`; the
+    question axis sharded over `mesh` unless it is None."""
     import jax.numpy as jnp
 
     from optscale_jax import policies
 
     scores, mask = jnp.asarray(replayed.scores), jnp.asarray(replayed.mask)
-    if prior is None:
-        return policies._prefix_fits(scores, mask)
-    shape = replayed.mask.shape[:-1]
-    prior_mu, prior_sigma, (mu_scale, sigma_scale) = prior
-    centre_mu, centre_sigma, scale_mu, scale_sigma = (
-        np.broadcast_to(x, shape) for x in (prior_mu, prior_sigma, mu_scale, sigma_scale)
-    )
-    return policies._prefix_fits(scores, mask, centre_mu, centre_sigma, (scale_mu, scale_sigma))
+    arrays: tuple = (scores, mask)
+    if prior is not None:
+        shape = replayed.mask.shape[:-1]
+        prior_mu, prior_sigma, (mu_scale, sigma_scale) = prior
+        centre_mu, centre_sigma, scale_mu, scale_sigma = (
+            np.broadcast_to(x, shape) for x in (prior_mu, prior_sigma, mu_scale, sigma_scale)
+        )
+        arrays += (centre_mu, centre_sigma, (scale_mu, scale_sigma))
+    if mesh is None:
+        return policies._prefix_fits(*arrays)
+    from optscale_jax import devices
+
+    # [R, Q, ...] arrays: the questions are axis 1 of every input and output.
+    return devices.run_sharded(policies._prefix_fits, *arrays, mesh=mesh, axis=1)
 
 
-def _optscale_cells(replayed, fit, s_min, alpha, min_samples, peek, max_n, on_cell):
-    """`optscale_decisions` from prefix fits that are already there."""
+def _optscale_cells(replayed, fit, s_min, alpha, min_samples, peek, max_n, on_cell, mesh=None):
+    """`optscale_decisions` from prefix fits that are already there; the grid's question
+    axis sharded over `mesh` unless it is None."""
     import jax.numpy as jnp
 
     from optscale_jax import policies
 
     scores, mask = jnp.asarray(replayed.scores), jnp.asarray(replayed.mask)
-    cells, samples = policies._optscale_grid(
-        fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell
-    )
+    grid = policies._optscale_grid if mesh is None else functools.partial(_sharded_grid, mesh)
+    cells, samples = grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell)
     samples = np.asarray(samples)
     chosen = _at_prefix(np.asarray(policies._running_best(scores, mask)), samples)
     return cells, samples, chosen, fit
 
 
+def _sharded_grid(mesh, fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell):
+    """`policies._optscale_grid` with each s_min's cells run over `mesh` (questions: axis 1
+    of the `[R, Q, K]` fits and mask, axis 3 of the `[A, M + P, R, Q]` stops)."""
+    import jax.numpy as jnp
+
+    from optscale_jax import devices, policies, truncnorm
+
+    cells = policies._grid_cells(s_min, alpha, min_samples, peek)
+    if not cells:
+        return policies._optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n)
+    dtype = np.asarray(fit.mu).dtype
+    # The thresholds go whole to every device; the same program serves every s_min.
+    thresholds = (
+        jnp.asarray(alpha, dtype), jnp.asarray(min_samples, jnp.int32), jnp.asarray(peek, jnp.int32)
+    )  # fmt: skip
+    cells_of = _cells_program(max_n, len(alpha), len(min_samples), len(peek))
+    ends = truncnorm.endpoints(jnp.asarray(fit.mu), jnp.asarray(fit.sigma))
+
+    def stops_of(s):
+        return jnp.asarray(
+            devices.run_sharded(
+                cells_of, fit.mu, fit.sigma, ends, mask, mesh=mesh, axis=1, out_axis=3,
+                replicated=(jnp.asarray(s, dtype), *thresholds),
+            )
+        )  # fmt: skip
+
+    return cells, policies._stops_by_s_min(stops_of, s_min, len(alpha), on_cell)
+
+
+@functools.lru_cache(maxsize=16)
+def _cells_program(max_n, num_alpha, num_m, num_peek) -> Callable:
+    """`policies._cells_of_s_min` with its static arguments bound, one object per grid shape
+    (so `devices.run_sharded` reuses its compiled program); arguments (mu, sigma, ends,
+    mask, s_min, alphas, ms, peeks)."""
+    from optscale_jax import policies
+
+    def cells_of(mu, sigma, ends, mask, s_min, alphas, ms, peeks):
+        return policies._cells_of_s_min(
+            mu, sigma, ends, mask, s_min, alphas, ms, peeks, max_n,
+            num_alpha=num_alpha, num_m=num_m, num_peek=num_peek,
+        )  # fmt: skip
+
+    return cells_of
+
+
 def _run_optscale(rule: str, inputs: MethodInputs, grid: Mapping[str, tuple]) -> Decisions:
     """OptScale over its (s_min, alpha, rule) grid: rule "m" (sequential: OptScale0, or
-    OptScalet when the inputs carry a prior) or "k" (the released one-fit rule)."""
-    fit = _shared_fit(inputs, inputs.prior)
+    OptScalet when the inputs carry a prior) or "k" (the released one-fit rule), with the
+    inputs' score law (tn: the core's fits and grid, as without a law)."""
     values = {"m": (), "k": (), rule: grid[rule]}
-    cells, samples, chosen, _ = _optscale_cells(
-        inputs.replayed, fit, grid["s_min"], grid["alpha"], values["m"], values["k"],
+    if inputs.law == DEFAULT_LAW:
+        fit = _shared_fit(inputs, inputs.prior)
+        cells, samples, chosen, _ = _optscale_cells(
+            inputs.replayed, fit, grid["s_min"], grid["alpha"], values["m"], values["k"],
+            inputs.max_n, inputs.advance, inputs.mesh,
+        )  # fmt: skip
+        diagnostics = {}
+    else:
+        fit = _law_fits(inputs, inputs.law, inputs.prior)
+        cells, samples, chosen = _law_cells(inputs, fit, grid, values)
+        diagnostics = {} if fit.choice is None else {"law_chosen": _chosen(fit, inputs)}
+    params = [{"s_min": s, "alpha": a, rule: value} for s, a, _, value in cells]
+    diagnostics = {"fit_status": _status_counts(fit, inputs), **diagnostics}
+    return Decisions(params, samples, chosen, diagnostics)
+
+
+def _law_cells(inputs: MethodInputs, fit: Any, grid: Mapping[str, tuple], values: dict) -> tuple:
+    """(cells, samples [cells, R, Q], chosen [cells, R, Q]) of OptScale under a law's
+    `law_fits.PrefixFits`: the stop at n >= max(m, N*_n), N* from the law's log P(X < s_min)."""
+    import jax.numpy as jnp
+
+    from optscale_jax import policies
+
+    cells, samples = policies._optscale_grid_of_log_miss(
+        fit.log_miss, inputs.mask, grid["s_min"], grid["alpha"], values["m"], values["k"],
         inputs.max_n, inputs.advance,
     )  # fmt: skip
-    params = [{"s_min": s, "alpha": a, rule: value} for s, a, _, value in cells]
-    return Decisions(params, samples, chosen, {"fit_status": _status_counts(fit, inputs)})
+    samples = np.asarray(samples)
+    scores = jnp.asarray(inputs.replayed.scores)
+    chosen = _at_prefix(np.asarray(policies._running_best(scores, inputs.mask)), samples)
+    return cells, samples, chosen
+
+
+def _law_fits(inputs: MethodInputs, law: str, prior: Prior | None) -> Any:
+    """`law_fits.PrefixFits` of `law` (auto: of every parametric law, and the choice);
+    without a prior they are kept in `inputs.shared` for every rule and for auto."""
+    from optscale_jax import laws
+    from optscale_jax.replay import law_fits
+
+    key = f"law_fits_{law}"
+    if prior is None and key in inputs.shared:
+        return inputs.shared[key]
+    scores = np.asarray(inputs.replayed.scores)
+    if law == law_fits.AUTO:
+        each = [_law_fits(inputs, name, None) for name in laws.PARAMETRIC_LAWS]
+        fit = law_fits.auto_prefix_fits(each, scores, inputs.mask)
+    elif law == DEFAULT_LAW:
+        fit = law_fits.tn_prefix_fits(_shared_fit(inputs, prior))
+    else:
+        fit = law_fits.law_prefix_fits(law, scores, inputs.mask, prior)
+    if prior is None:
+        inputs.shared[key] = fit
+    return fit
+
+
+def _chosen(fit: Any, inputs: MethodInputs) -> dict[str, float]:
+    from optscale_jax.replay import law_fits
+
+    return law_fits.chosen_fractions(fit, inputs.replayed.mask)
 
 
 def _shared_fit(inputs: MethodInputs, prior: Prior | None) -> Any:
     """The prefix fits; one set of MLE fits serves every OptScale0 rule."""
     if prior is not None:
-        return _prefix_fits(inputs.replayed, prior)
+        return _prefix_fits(inputs.replayed, prior, inputs.mesh)
     if "mle_fits" not in inputs.shared:
-        inputs.shared["mle_fits"] = _prefix_fits(inputs.replayed, None)
+        inputs.shared["mle_fits"] = _prefix_fits(inputs.replayed, None, inputs.mesh)
     return inputs.shared["mle_fits"]
 
 
@@ -346,6 +530,169 @@ def _status_counts(fit: Any, inputs: MethodInputs) -> dict[str, int]:
     status = np.bincount(np.asarray(fit.status)[inputs.replayed.mask].ravel(), minlength=4)
     names = ("converged", "at_bound", "no_data", "max_steps")
     return {name: int(count) for name, count in zip(names, status, strict=True)}
+
+
+# --- a fixed total budget: the allocation and its baselines -------------------------------------
+
+
+def _budget_options(inputs: MethodInputs) -> BudgetOptions:
+    return inputs.budget if inputs.budget is not None else BudgetOptions()
+
+
+def _in_set(inputs: MethodInputs, questions: np.ndarray, field: str) -> np.ndarray:
+    """A `Replayed` field on the questions of one set, cut at max_n: `[R, Qs, max_n]` (no
+    method draws beyond the cap, and the smaller arrays compile and run faster)."""
+    return getattr(inputs.replayed, field)[:, questions, : inputs.max_n]
+
+
+def _unit_costs(inputs: MethodInputs, questions: np.ndarray) -> np.ndarray:
+    """Each sample's cost in tokens (the replay's cost: tokens x (1 + verifier cost factor))."""
+    cumulative = _in_set(inputs, questions, "cumulative_cost")
+    mask = _in_set(inputs, questions, "mask")
+    return np.where(mask, np.diff(cumulative, axis=-1, prepend=0.0), 0.0)
+
+
+def _budget_samples(
+    per_set: Callable, inputs: MethodInputs, budgets: Sequence[float]
+) -> np.ndarray:
+    """Samples `[B, R, Q]` of a budget method at every budget: `per_set(inputs, questions,
+    budget)` gives `[R, Qs]` on the questions of one reported set, which spend the budget
+    among themselves."""
+    groups = _budget_options(inputs).groups
+    shape = inputs.replayed.mask.shape[:2]
+    groups = np.zeros(shape[1], np.int64) if groups is None else np.asarray(groups)
+    samples = np.zeros((len(budgets), *shape), np.int64)
+    for index, budget in enumerate(budgets):
+        for group in np.unique(groups):
+            questions = np.flatnonzero(groups == group)
+            samples[index][:, questions] = np.asarray(per_set(inputs, questions, budget))
+        inputs.advance(1)
+    return samples
+
+
+def _run_budget(per_set: Callable, inputs: MethodInputs, grid: Mapping[str, tuple]) -> Decisions:
+    """A budget method that returns the best-scored sample it drew, at every budget."""
+    samples = _budget_samples(per_set, inputs, grid["budget"])
+    chosen = _at_prefix(np.asarray(_best_scored(inputs)), samples)
+    return Decisions([{"budget": budget} for budget in grid["budget"]], samples, chosen)
+
+
+def _allocated(inputs: MethodInputs, questions: np.ndarray, budget: float) -> Any:
+    """The wave allocation (`optscale_jax.allocation.replay_allocation`) on one set."""
+    from optscale_jax import allocation
+
+    options = _budget_options(inputs)
+    tokens = options.unit == "tokens"
+    return allocation.replay_allocation(
+        _in_set(inputs, questions, "scores"), _in_set(inputs, questions, "mask"), budget,
+        m0=options.m0, wave=options.wave, objective=options.objective, s_min=options.s_min,
+        cost=_unit_costs(inputs, questions) if tokens else None, seed=options.seed,
+    )  # fmt: skip
+
+
+def _uniform(inputs: MethodInputs, questions: np.ndarray, budget: float) -> np.ndarray:
+    """Fixed-N Best-of-N at the budget: N = floor(budget) samples, or in tokens the largest N
+    whose mean cost on the set fits the budget (per order)."""
+    from optscale_jax import allocation
+
+    mask = _in_set(inputs, questions, "mask")
+    if _budget_options(inputs).unit == "samples":
+        return np.asarray(allocation.uniform_samples(mask, math.floor(budget)))
+    available = mask.sum(-1)
+    draws = np.arange(1, mask.shape[-1] + 1)[:, None, None]
+    drawn = np.minimum(draws, available)  # [N, R, Qs]
+    cumulative = _in_set(inputs, questions, "cumulative_cost")
+    spent = np.where(drawn > 0, _at_prefix(cumulative, drawn), 0.0).mean(-1)  # [N, R]
+    # The mean cost does not fall as N grows: the fitting N are 1..largest.
+    largest = np.sum(spent <= budget * (1.0 + 1e-12), axis=0)
+    return np.minimum(largest[:, None], available)
+
+
+def _eliminated(inputs: MethodInputs, questions: np.ndarray, budget: float) -> Any:
+    """The elimination rule (`optscale_jax.allocation.elimination_samples`) on one set."""
+    from optscale_jax import allocation
+
+    options = _budget_options(inputs)
+    return allocation.elimination_samples(
+        _in_set(inputs, questions, "scores"), _in_set(inputs, questions, "mask"), budget,
+        options.s_min, seed=options.seed,
+    )  # fmt: skip
+
+
+def _oracle_budget(inputs: MethodInputs, questions: np.ndarray, budget: float) -> Any:
+    """The ceiling (`optscale_jax.allocation.oracle_samples`) on one set."""
+    from optscale_jax import allocation
+
+    return allocation.oracle_samples(
+        _in_set(inputs, questions, "correct"), _in_set(inputs, questions, "mask"), budget,
+        seed=_budget_options(inputs).seed,
+    )  # fmt: skip
+
+
+def _run_budget_oracle(inputs: MethodInputs, grid: Mapping[str, tuple]) -> Decisions:
+    """The ceiling: each solvable question draws up to its first correct sample, returned."""
+    samples = _budget_samples(_oracle_budget, inputs, grid["budget"])
+    chosen = np.maximum(samples - 1, 0)
+    return Decisions([{"budget": budget} for budget in grid["budget"]], samples, chosen)
+
+
+def _run_budget_optscale(inputs: MethodInputs, grid: Mapping[str, tuple]) -> Decisions:
+    """OptScale0 at each budget: with the largest cap on samples per question at which a
+    cell of its (s_min, alpha, m) grid spends no more than the budget in any reported set
+    (mean samples, or tokens), the cell of that cap that spends the most.
+
+    The cap is max_n when a cell fits uncapped; a smaller cap is what lets OptScale0 run at a
+    budget below what it draws on its own (questions whose fits never reach s_min draw up
+    to the cap). The caps are in the diagnostics (`caps`: budget -> cap).
+    """
+    fit = _shared_fit(inputs, None)
+    cells, samples, _, _ = _optscale_cells(
+        inputs.replayed, fit, grid["s_min"], grid["alpha"], grid["m"], (), inputs.max_n, None
+    )
+    samples = np.asarray(samples)
+    params, picked, caps = [], [], {}
+    for budget in grid["budget"]:
+        cap, cell = _largest_fitting_cap(inputs, samples, budget)
+        picked.append(np.minimum(samples[cell], cap))
+        s_min, alpha, _, m = cells[cell]
+        params.append({"budget": budget, "s_min": s_min, "alpha": alpha, "m": m})
+        caps[f"{budget:g}"] = cap
+        inputs.advance(1)
+    picked = np.stack(picked)
+    chosen = _at_prefix(np.asarray(_best_scored(inputs)), picked)
+    return Decisions(params, picked, chosen, {"caps": caps})
+
+
+def _largest_fitting_cap(inputs: MethodInputs, samples: np.ndarray, budget: float) -> tuple:
+    """(cap, cell): bisection on the cap (a cell's spend does not fall as the cap grows), then
+    the cell of largest spend whose spend in every reported set fits `budget`."""
+    groups = _budget_options(inputs).groups
+    groups = np.zeros(samples.shape[-1], np.int64) if groups is None else np.asarray(groups)
+    sets = [groups == group for group in np.unique(groups)]
+
+    def spends(cap):
+        spent = _cost_in_unit(inputs, np.minimum(samples, cap))  # [C, R, Q]
+        per_set = np.stack([spent[..., members].mean((-2, -1)) for members in sets], -1)
+        return np.all(per_set <= budget * (1.0 + 1e-12), axis=-1), spent.mean((-2, -1))
+
+    low, high = 1, int(samples.max(initial=1))  # the cap `high` changes nothing
+    if not spends(high)[0].any():
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if spends(middle)[0].any() else (low, middle)
+        high = low
+    fits, spent = spends(high)
+    if not fits.any():  # a budget below one sample's cost (tokens): the cheapest cell
+        return high, int(np.argmin(spent))
+    return high, int(np.argmax(np.where(fits, spent, -np.inf)))
+
+
+def _cost_in_unit(inputs: MethodInputs, samples: np.ndarray) -> np.ndarray:
+    """What drawing `samples` `[..., R, Q]` costs in the budget's unit, per question."""
+    if _budget_options(inputs).unit == "samples":
+        return samples.astype(np.float64)
+    cost = _at_prefix(inputs.replayed.cumulative_cost, samples)
+    return np.where(samples > 0, cost, 0.0)
 
 
 # --- Learn-then-Test orders ---------------------------------------------------------------------
@@ -384,7 +731,8 @@ def ltt_order(settings: Sequence[Setting], max_n: int) -> np.ndarray:
     from optscale_jax import calibration
 
     entry = method_entry(settings[0].method)
-    full = full_budget_setting(settings[0].method, max_n)
+    # The family's own full-budget setting (with its law, when the settings carry one).
+    full = dataclasses.replace(full_budget_setting(settings[0].method, max_n), law=settings[0].law)
     first = np.array([i for i, s in enumerate(settings) if s == full], np.int64)
     rest = np.array([i for i, s in enumerate(settings) if s != full], np.int64)
     if rest.size:
@@ -401,6 +749,13 @@ def ltt_order(settings: Sequence[Setting], max_n: int) -> np.ndarray:
 
 _FIXED_N = (("n", "fixed_n"),)
 _OPTSCALE = (("s_min", "s_min"), ("alpha", "alpha"))
+_BUDGET = (("budget", "budget"),)
+
+
+def _spends_budget(run: Run, needs=("scores",), grids=_BUDGET, **fields: Any) -> Method:
+    """The table entry of a budget method: a progress step per budget."""
+    return Method(needs, grids, run, progress=("budget",), spends_budget=True, **fields)
+
 
 METHOD_TABLE: dict[str, Method] = {
     "bon": Method(
@@ -441,6 +796,7 @@ METHOD_TABLE: dict[str, Method] = {
         progress=("s_min", "alpha"),
         full_budget="bon",
         ltt_order=functools.partial(_grid_order, "m"),
+        takes_law=True,
     ),
     "optscale0-peek": Method(
         needs=("scores",),
@@ -449,6 +805,7 @@ METHOD_TABLE: dict[str, Method] = {
         progress=("s_min", "alpha"),
         full_budget="bon",
         ltt_order=functools.partial(_grid_order, "k"),
+        takes_law=True,
     ),
     "optscalet": Method(
         needs=("scores",),
@@ -458,7 +815,24 @@ METHOD_TABLE: dict[str, Method] = {
         uses_prior=True,
         full_budget="bon",
         ltt_order=functools.partial(_grid_order, "m"),
+        takes_law=True,
     ),
     "oracle": Method(needs=("correct",), grids=_FIXED_N, run=_run_oracle),
+    "budget": _spends_budget(
+        functools.partial(_run_budget, _allocated), compared_with="budget-uniform"
+    ),
+    "budget-uniform": _spends_budget(functools.partial(_run_budget, _uniform)),
+    "budget-elimination": _spends_budget(
+        functools.partial(_run_budget, _eliminated), budget_units=("samples",)
+    ),
+    "budget-optscale0": _spends_budget(
+        _run_budget_optscale, grids=(*_BUDGET, *_OPTSCALE, ("m", "min_samples"))
+    ),
+    "budget-oracle": _spends_budget(
+        _run_budget_oracle, needs=("correct",), ceiling=True, budget_units=("samples",)
+    ),
 }
 METHODS = tuple(METHOD_TABLE)
+DEFAULT_METHODS = tuple(name for name, method in METHOD_TABLE.items() if not method.spends_budget)
+"""The methods a replay runs when none are named: the budget methods need a budget."""
+BUDGET_METHODS = tuple(name for name, method in METHOD_TABLE.items() if method.spends_budget)

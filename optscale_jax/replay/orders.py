@@ -60,7 +60,64 @@ def permute(log: Any, permutations: int, seed: int, verifier_cost_factor: float 
     """
     mask = np.asarray(log.mask, bool)
     rng = np.random.default_rng(seed)
-    keys = rng.random((permutations, *mask.shape))
+    return _ordered(log, rng.random((permutations, *mask.shape)), verifier_cost_factor)
+
+
+def permute_block(
+    log: Any,
+    permutations: int,
+    seed: int,
+    verifier_cost_factor: float,
+    first_question: int,
+    shape: tuple[int, int],
+) -> Replayed:
+    """`permute` of a block of questions of a bigger log: the orders its questions get in
+    `permute` of the whole log (the random keys are drawn from the same stream, skipped to
+    the block's positions), so replaying a log block by block orders it identically.
+
+    Args:
+        log: the block, `[Qb, Kb]` arrays (Kb <= K: it is padded to K samples).
+        permutations: R.
+        seed: seed of the orders of the whole log.
+        verifier_cost_factor: as in `permute`.
+        first_question: index in the whole log of the block's first question.
+        shape: (Q, K) of the whole log.
+
+    Returns:
+        Replayed with `[R, Qb, K]` arrays.
+    """
+    num_questions, num_samples = shape
+    block = len(log.ids)
+    keys = np.empty((permutations, block, num_samples))
+    for r in range(permutations):
+        rng = np.random.default_rng(seed)
+        # One uint64 per double: skip the keys of earlier orders and earlier questions.
+        rng.bit_generator.advance((r * num_questions + first_question) * num_samples)
+        keys[r] = rng.random((block, num_samples))
+    return _ordered(_padded(log, num_samples), keys, verifier_cost_factor)
+
+
+def _padded(log: Any, num_samples: int) -> Any:
+    """The log with its sample axis padded to `num_samples` (the `Log` padding values)."""
+    import dataclasses
+
+    extra = num_samples - np.asarray(log.mask).shape[1]
+    if extra == 0:
+        return log
+    pads = {"mask": False, "scores": 0.0, "tokens": 0.0, "answers": -1, "correct": False}
+    return dataclasses.replace(
+        log,
+        **{
+            name: np.pad(getattr(log, name), ((0, 0), (0, extra)), constant_values=pad)
+            for name, pad in pads.items()
+            if getattr(log, name) is not None
+        },
+    )
+
+
+def _ordered(log: Any, keys: np.ndarray, verifier_cost_factor: float) -> Replayed:
+    """The log ordered by random keys `[R, Q, K]` (sorted ascending, missing samples last)."""
+    mask = np.asarray(log.mask, bool)
     keys[:, ~mask] = np.inf  # missing samples sort last
     order = np.argsort(keys, axis=-1, kind="stable")
 

@@ -17,6 +17,8 @@ import numpy as np
 
 # Accuracies are means of means; two settings this close are equally accurate.
 ACCURACY_EPS = 1e-9
+# Most bootstrap counts held at once (B x Q int64: 400 MB).
+_BOOTSTRAP_CELLS = 50_000_000
 
 
 def bootstrap_ci(
@@ -42,8 +44,17 @@ def bootstrap_ci(
         nan = np.full(values.shape[:-1], np.nan)
         return nan, nan, nan
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(num, np.full(num, 1.0 / num), size=resamples)  # [B, Q]
-    means = values @ counts.T.astype(np.float64) / num  # [S, B]
+    probabilities = np.full(num, 1.0 / num)
+    # The resamples in chunks of at most _BOOTSTRAP_CELLS counts (a million questions would
+    # need B x Q at once); drawn one after another they are the same resamples.
+    chunk = max(1, _BOOTSTRAP_CELLS // num)
+    means = np.concatenate(
+        [
+            values @ rng.multinomial(num, probabilities, size=size).T.astype(np.float64) / num
+            for size in np.diff([*range(0, resamples, chunk), resamples])
+        ],
+        axis=-1,
+    )  # [S, B]
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail], axis=-1)
     return mean, low, high
