@@ -252,13 +252,17 @@ def _law_coverage_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--pilot", type=int, default=16, help="scores each fit sees (--law)")
     group.add_argument("--pilots", type=int, default=200, help="pilots per question (--law)")
-    group.add_argument(
+    _atom_mass_argument(group, "--law")
+
+
+def _atom_mass_argument(parser, option: str) -> None:
+    parser.add_argument(
         "--atom-mass",
         type=float,
         nargs=2,
         default=[0.05, 0.2],
         metavar=("MASS0", "MASS1"),
-        help="point masses at 0 and 1 of the atom families (--law)",
+        help=f"point masses at 0 and 1 of the atom families ({option})",
     )
 
 
@@ -330,14 +334,7 @@ def _log_arguments(parser: argparse.ArgumentParser) -> None:
         help="true score law: truncnorm (default), beta (the question's score mean and sd), "
         "tn-atoms or beta-atoms (with point masses --atom-mass at 0 and 1)",
     )
-    parser.add_argument(
-        "--atom-mass",
-        type=float,
-        nargs=2,
-        default=[0.05, 0.2],
-        metavar=("MASS0", "MASS1"),
-        help="point masses at 0 and 1 of the atom families (--family)",
-    )
+    _atom_mass_argument(parser, "--family")
     _common_arguments(parser)
 
 
