@@ -8,6 +8,11 @@ plus Best-of-N at N = 1, 2, 4, ..., samples) in a fresh process, whose wall time
 resident memory are measured. Prints the time of each run, then
 `time_ratio_{largest}_vs_{smallest}: X` (linear scaling: the ratio of the sizes) and
 `peak_rss_gb: Y` of the largest run.
+
+With `--processes P` the largest log is also replayed by P local processes joined by
+`jax.distributed` on 127.0.0.1 (one device each, each reading its share of the log), and
+the line `processes_P_vs_1: X` gives their wall time over the one-process run's, after a
+check that process 0 wrote the same result files.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--permutations", type=int, default=1, help="sample orders of each replay")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic logs")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also replay the largest log over this many local processes (jax.distributed)",
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",
@@ -159,7 +170,7 @@ def _size_name(questions: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Writes the logs, replays each in a fresh process and prints the figures."""
-    for name in ("samples", "block_questions", "bootstrap", "permutations"):
+    for name in ("samples", "block_questions", "bootstrap", "permutations", "processes"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name} must be >= 1")
     if any(size < 2 for size in args.sizes):
@@ -185,8 +196,44 @@ def run(args: argparse.Namespace) -> int:
                 f"questions {size} x {args.samples}: wrote the log in {written:.1f} s, "
                 f"replay {timings[size][0]:.1f} s, peak RSS {timings[size][1]:.2f} GB"
             )
-    small, large = sizes[0], sizes[-1]
-    ratio = timings[large][0] / timings[small][0]
-    print(f"time_ratio_{_size_name(large)}_vs_{_size_name(small)}: {ratio:.2f}")
-    print(f"peak_rss_gb: {timings[large][1]:.2f}")
+            if args.processes > 1 and size == sizes[-1]:
+                seconds = _timed_processes(log, out, args, work)
+        small, large = sizes[0], sizes[-1]
+        ratio = timings[large][0] / timings[small][0]
+        print(f"time_ratio_{_size_name(large)}_vs_{_size_name(small)}: {ratio:.2f}")
+        print(f"peak_rss_gb: {timings[large][1]:.2f}")
+        if args.processes > 1:
+            print(f"processes_{args.processes}_vs_1: {seconds / timings[large][0]:.2f}")
     return 0
+
+
+def _timed_processes(
+    log: pathlib.Path, out: pathlib.Path, args: argparse.Namespace, work: pathlib.Path
+) -> float:
+    """Wall seconds of the replay of `log` over `args.processes` local processes (one
+    device each), whose result files are checked against the one-process run's in `out`."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    processes = args.processes
+    joined = out.with_name(out.name + "_processes")
+    arguments = [*replay_arguments(log, joined, args), "--devices", "1"]
+    arguments += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes)]
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        running = []
+        for index in range(processes):
+            output = stack.enter_context((work / f"process{index}.out").open("w"))
+            command = [_optscale_command(), *arguments, "--process-id", str(index)]
+            running.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT))
+        failed = [index for index, process in enumerate(running) if process.wait()]
+    seconds = time.perf_counter() - start
+    if failed:
+        raise RuntimeError(f"process {failed[0]} failed: see {work}/process{failed[0]}.out")
+    for name in ("results.csv", "summary.json", "per_question.csv"):
+        if (joined / name).read_bytes() != (out / name).read_bytes():
+            raise RuntimeError(f"{joined / name} differs from the one-process run's")
+    print(f"{processes} processes: replay {seconds:.1f} s, result files identical")
+    return seconds

@@ -16,6 +16,7 @@ import math
 import pathlib
 import sys
 
+from optscale_jax.experiments import processes
 from optscale_jax.replay import (
     BUDGET_UNITS,
     CERTIFIED_SETTING_FILE,
@@ -79,7 +80,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--stream",
         action="store_true",
         help="read a JSONL or Parquet log in blocks of questions (logs bigger than memory), "
-        "writing the per-question outcomes to OUT/outcomes; the per-question methods only",
+        "writing the per-question outcomes to OUT/outcomes; the per-question methods only "
+        "(always on over several processes: each reads its share of the questions)",
     )
     parser.add_argument(
         "--block-questions",
@@ -92,12 +94,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write report.md without the figures (pareto and samples, png and pdf)",
     )
-    parser.add_argument(
-        "--devices",
-        default=None,
-        metavar="N|all",
-        help="shard the OptScale prefix fits and grid over N local devices, or all of them "
-        "(same files as one device; default: one device, unsharded)",
+    processes.add_device_arguments(
+        parser,
+        "shard the replay's per-question work (prefix fits and grid cells of every law, the "
+        "votes, best-of-N, the oracle; not the budget allocations) over N devices of each "
+        "process, or all of them (same files as one device; default: one device, unsharded; "
+        "all with several processes)",
     )
 
 
@@ -445,28 +447,40 @@ def _spent(figures: dict, unit: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the replay and writes results.csv, summary.json and per_question.csv to --out
-    (and certified_setting.json with --select ltt), then report.md with the figures."""
+    (and certified_setting.json with --select ltt), then report.md with the figures.
+
+    Over several processes (`--num-processes`, `--distributed`) the replay streams: each
+    process reads and replays its share of LOG's questions, process 0 alone writes and prints.
+    """
     config = config_from_args(args)
     out = pathlib.Path(args.out)
-    log = None if args.stream else load_log(args)
+    stream = args.stream or processes.several_processes(args)
+    if stream and (args.demo or args.log is None):
+        raise ValueError(
+            "stream reads LOG (a JSONL or Parquet log), not --demo; a replay over several "
+            "processes streams"
+        )
+    log = None if stream else load_log(args)
 
     import jax
 
     # Replay is small next to the fits' cost; float64 keeps it identical to the references.
     jax.config.update("jax_enable_x64", True)
-    from optscale_jax import devices, replay
+    from optscale_jax import replay
     from optscale_jax.experiments.replay_report import write_report
     from optscale_jax.replay.engine import sharded_over
 
     explicit = args.methods is not None
-    mesh = None if args.devices is None else devices.question_mesh(args.devices)
-    with sharded_over(mesh):
-        if args.stream:
+    # Each process replays its own share on its own devices: a process-local mesh.
+    with sharded_over(processes.join_and_mesh(args, local=True)):
+        if stream:
             result = _evaluate_stream(args, config, out)
         else:
             result = replay.evaluate(
                 log, config, explicit_methods=explicit, progress=not args.no_progress
             )
+    if result is None:  # not process 0
+        return 0
     written = _write_results(result, out)
     terminal = terminal_text(result.summary, result.table)
     print(terminal)
@@ -476,11 +490,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_stream(args: argparse.Namespace, config: ReplayConfig, out: pathlib.Path):
-    """`replay.evaluate_stream` of LOG (a JSONL or Parquet log; not --demo)."""
+    """`replay.evaluate_stream` of LOG (a JSONL or Parquet log)."""
     from optscale_jax.replay.stream import evaluate_stream
 
-    if args.demo or args.log is None:
-        raise ValueError("stream reads LOG (a JSONL or Parquet log), not --demo")
     return evaluate_stream(
         args.log, config, out / "outcomes",
         args.block_questions, args.format, args.methods is not None, not args.no_progress,

@@ -17,7 +17,7 @@ true law, `law` the fitted one). coverage, adaptive and misspec write `<study>.c
 configuration, the elapsed time and the rows); `log` writes `log.jsonl` (the replay schema)
 and `log.json`; `estimator` writes `estimator.csv` and `estimator.json` (its configuration).
 
-coverage, adaptive, misspec, estimator and budget take `--devices N|all` (the questions
+coverage, adaptive, misspec, estimator, calibration and budget take `--devices N|all` (the questions
 sharded over the devices, `optscale_jax.sim.sharding`; default one device, unsharded) and
 `--coordinator HOST:PORT --num-processes P --process-id I` or `--distributed` (one process
 per host, `jax.distributed`; process 0 writes). The files equal one device's, except
@@ -37,7 +37,13 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from optscale_jax.experiments import processes
+
 Progress = Callable[[int], Any]
+_DEVICES_HELP = (
+    "shard the questions over N devices of each process, or all of them "
+    "(default: one device, unsharded; all with several processes)"
+)
 
 
 class Study(NamedTuple):
@@ -79,7 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         study_parser = subparsers.add_parser(name, help=study.help)
         study.add_arguments(study_parser)
         if study.sharded:
-            _device_arguments(study_parser)
+            processes.add_device_arguments(study_parser, _DEVICES_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     """
     import jax
 
-    args._mesh = _mesh(args) if STUDIES[args.study].sharded else None
+    args._mesh = processes.join_and_mesh(args) if STUDIES[args.study].sharded else None
     # `estimator` has no --float32: it runs in float32 whatever the process-wide flag.
     jax.config.update("jax_enable_x64", not getattr(args, "float32", False))
     started = time.perf_counter()
@@ -102,22 +108,6 @@ def run(args: argparse.Namespace) -> int:
     for path in study.write(args, inputs, result, started) if writer else ():
         print(path)
     return 0
-
-
-def _mesh(args: argparse.Namespace):
-    """Joins the processes of a multi-process run, then the question mesh of `--devices`
-    (None: one device, unsharded; "all" by default over several processes)."""
-    from optscale_jax import devices
-
-    distributed = args.distributed or any(
-        value is not None for value in (args.coordinator, args.num_processes, args.process_id)
-    )
-    if distributed:
-        # Before anything else starts jax's backends.
-        devices.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    if args.devices is None and not distributed:
-        return None
-    return devices.question_mesh("all" if args.devices is None else args.devices)
 
 
 def _progress(total: int, unit: str, description: str, shown: bool = True):
@@ -136,33 +126,6 @@ def _one_step(args: argparse.Namespace, inputs: Any) -> int:
 
 
 # --------------------------------------------------------------------------- arguments
-
-
-# Options of how a study runs, not what it computes: left out of the written config, so
-# the files of a sharded run equal those of one device.
-_DEVICE_OPTIONS = ("devices", "distributed", "coordinator", "num_processes", "process_id")
-
-
-def _device_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("devices and processes (same results as one device)")
-    group.add_argument(
-        "--devices",
-        default=None,
-        metavar="N|all",
-        help="shard the questions over N devices of each process, or all of them "
-        "(default: one device, unsharded; all with several processes)",
-    )
-    group.add_argument(
-        "--coordinator", default=None, metavar="HOST:PORT", help="process 0's address"
-    )
-    group.add_argument("--num-processes", type=int, default=None, help="processes, one per host")
-    group.add_argument("--process-id", type=int, default=None, help="this process's index")
-    group.add_argument(
-        "--distributed",
-        action="store_true",
-        help="join a multi-process run with the three values above found by jax "
-        "(JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Kubernetes)",
-    )
 
 
 def _population_arguments(parser: argparse.ArgumentParser, default: str | None, questions: int):
@@ -584,6 +547,7 @@ def _calibration(args: argparse.Namespace, population, progress: Progress) -> _T
         population, args.rho, args.families, args.n_cals, args.risks, args.epsilons,
         args.deltas, trials=args.trials, paths=args.paths, max_n=args.max_n,
         s_mins=args.s_min, alphas=args.alpha, seed=args.seed, progress=progress,
+        mesh=args._mesh,
     )  # fmt: skip
     return _Table(rows, study.CALIBRATION_COLUMNS)
 
@@ -593,7 +557,9 @@ def _calibration(args: argparse.Namespace, population, progress: Progress) -> _T
 
 def _config(args: argparse.Namespace) -> dict:
     # Without --law, coverage.json's config is what it was before the option existed.
-    hidden = _DEVICE_OPTIONS + (_LAW_COVERAGE_OPTIONS if getattr(args, "law", "") is None else ())
+    hidden = processes.DEVICE_OPTIONS + (
+        _LAW_COVERAGE_OPTIONS if getattr(args, "law", "") is None else ()
+    )
     return {
         key: (str(value) if isinstance(value, pathlib.Path) else value)
         for key, value in vars(args).items()
@@ -707,7 +673,7 @@ STUDIES: dict[str, Study] = {
     "calibration": Study(
         "Learn-then-Test's violation rate vs delta, and OptScale0's nominal promise",
         _calibration_arguments, _population, "truths", _calibration_total, _calibration,
-        _write_rows,
+        _write_rows, sharded=True,
     ),
     "budget": Study(
         "one total budget: reach rate of uniform, elimination, OptScale0 and the allocations",

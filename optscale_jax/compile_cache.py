@@ -15,7 +15,10 @@ __all__ = ["default_cache_dir", "enable_compile_cache"]
 
 
 def default_cache_dir() -> pathlib.Path:
-    """`$XDG_CACHE_HOME/optscale-jax`, else `~/.cache/optscale-jax`."""
+    """`$OPTSCALE_COMPILE_CACHE_DIR` if set, else `$XDG_CACHE_HOME/optscale-jax`, else
+    `~/.cache/optscale-jax`."""
+    if os.environ.get("OPTSCALE_COMPILE_CACHE_DIR"):
+        return pathlib.Path(os.environ["OPTSCALE_COMPILE_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(base) / "optscale-jax"
 

@@ -11,7 +11,9 @@ Across hosts the same mesh spans the devices of every process (`initialize_distr
 one process per host); each process holds only its share of the questions
 (`process_share`: contiguous blocks by process index), and `run_sharded` gathers the
 results with jax's own `multihost_utils.process_allgather`: every process receives them,
-process 0 writes them.
+process 0 writes them. Work that each process finishes on its own share (a streamed
+replay) runs on a process-local mesh (`question_mesh(..., local=True)`) and exchanges its
+results with `process_allgather` and `allgather_json` when it chooses.
 
 Example:
     >>> import numpy as np
@@ -24,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -37,12 +41,15 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "QUESTIONS",
+    "allgather_json",
     "initialize_distributed",
     "pad_questions",
     "place_questions",
     "process_share",
+    "process_shares",
     "question_mesh",
     "question_sharding",
+    "run_on_mesh",
     "run_sharded",
 ]
 
@@ -86,7 +93,7 @@ def initialize_distributed(
     jax.distributed.initialize(coordinator, num_processes, process_id)
 
 
-def question_mesh(devices: int | str = "all") -> Mesh:
+def question_mesh(devices: int | str = "all", local: bool = False) -> Mesh:
     """A 1-D mesh named `QUESTIONS` over `devices` devices of every process.
 
     Devices are ordered by process, so each process's devices hold one contiguous block of
@@ -94,6 +101,8 @@ def question_mesh(devices: int | str = "all") -> Mesh:
 
     Args:
         devices: devices per process, an integer in [1, jax.local_device_count()], or "all".
+        local: this process's devices only: `run_sharded` then computes what this process
+            passes and exchanges nothing with the other processes.
 
     Returns:
         The mesh.
@@ -113,7 +122,8 @@ def question_mesh(devices: int | str = "all") -> Mesh:
     if not 1 <= count <= available:
         raise ValueError(f"devices must be in [1, {available}] (devices of this host), got {count}")
     by_process: dict[int, list] = {}
-    for device in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+    listed = jax.local_devices() if local else jax.devices()
+    for device in sorted(listed, key=lambda d: (d.process_index, d.id)):
         by_process.setdefault(device.process_index, []).append(device)
     chosen = [d for process in sorted(by_process) for d in by_process[process][:count]]
     return Mesh(np.array(chosen), (QUESTIONS,))
@@ -125,19 +135,44 @@ def question_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
 
 
 def process_share(num_questions: int) -> slice:
-    """The questions this process holds: contiguous blocks of ceil(Q / processes) by index.
+    """The questions this process holds: `process_shares(num_questions)[jax.process_index()]`."""
+    return process_shares(num_questions)[jax.process_index()]
+
+
+def process_shares(num_questions: int) -> list[slice]:
+    """Every process's questions: contiguous blocks in process order whose sizes differ by
+    at most one (process p holds [p Q // P, (p + 1) Q // P)), so each has one when Q >= P.
 
     Args:
         num_questions: total number of questions Q (>= 0).
 
     Returns:
-        slice(start, stop) of this process (empty for the last processes when Q is small).
+        slice(start, stop) per process, in process order.
     """
     if not _is_int(num_questions) or num_questions < 0:
         raise ValueError(f"num_questions must be an integer >= 0, got {num_questions!r}")
-    per_process = math.ceil(num_questions / jax.process_count())
-    start = min(jax.process_index() * per_process, num_questions)
-    return slice(start, min(start + per_process, num_questions))
+    count = jax.process_count()
+    bounds = [p * num_questions // count for p in range(count + 1)]
+    return [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
+
+
+def allgather_json(value: Any) -> list[Any]:
+    """Every process's `value` (JSON-able: counts, ids, flags), in process order, on every
+    process: jax's `process_allgather` of the encoded text. One process: `[value]`.
+
+    Every process must call it at the same point of the run, as any collective.
+    """
+    encoded = json.dumps(value, default=_json_plain)
+    if jax.process_count() == 1:
+        return [json.loads(encoded)]
+    text = np.frombuffer(encoded.encode(), np.uint8).astype(np.int32)
+    lengths = [int(n) for n in multihost_utils.process_allgather(np.int64(text.size))]
+    padded = np.pad(text, (0, max(lengths) - text.size))
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    return [
+        json.loads(row[:length].astype(np.uint8).tobytes())
+        for row, length in zip(gathered, lengths, strict=True)
+    ]
 
 
 def pad_questions(tree: Any, size: int, axis: int = 0) -> Any:
@@ -199,8 +234,9 @@ def run_sharded(
     public functions are skipped: validate before. Pass the same `fn` object across calls
     (not a fresh lambda or partial) to reuse its compiled program.
 
-    Several processes (`initialize_distributed`): each passes its own share of the
-    questions (`process_share`) and all receive every question's result, in order.
+    Several processes (`initialize_distributed`) on a mesh spanning them: each passes its
+    own share of the questions (`process_share`) and all receive every question's result,
+    in order. On a process-local mesh each process gets back its own questions' results.
 
     Args:
         fn: the batched function.
@@ -224,7 +260,7 @@ def run_sharded(
     axes = _argument_axes(axis, out_axis, len(arrays))
     out_axis = axes[0] if out_axis is None else out_axis
     local_devices = len(mesh.local_devices)
-    counts = _process_counts(_question_count(arrays, axes))
+    counts = _process_counts(_question_count(arrays, axes), mesh)
     # Every process pads to one common block, a multiple of its devices.
     block = max(1, math.ceil(max(counts) / local_devices)) * local_devices
     placed = [
@@ -237,13 +273,64 @@ def run_sharded(
     )
     program = _sharded_program(fn, mesh, axes, len(replicated), out_axis)
     out = program(*placed, *shared)
-    gathered = multihost_utils.process_allgather(out, tiled=True)
+    if mesh.is_multi_process:
+        gathered = multihost_utils.process_allgather(out, tiled=True)
+    else:
+        gathered = jax.device_get(out)
     keep = np.concatenate([p * block + np.arange(c) for p, c in enumerate(counts)])
     return jax.tree_util.tree_map(
         lambda a, part: jax.tree_util.tree_map(lambda x: np.take(np.asarray(x), keep, a), part),
         out_axis,
         gathered,
     )
+
+
+def _json_plain(value: Any) -> Any:
+    """numpy scalars and arrays as the Python values JSON holds."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
+def run_on_mesh(
+    fn: Callable[..., Any],
+    *arrays: Any,
+    mesh: Mesh | None,
+    axis: int | Sequence[int] = 0,
+    out_axis: int | tuple | None = None,
+    replicated: tuple = (),
+) -> Any:
+    """fn(*arrays, *replicated), its question axis sharded over `mesh` unless it is None.
+
+    The arrays hold every question of the run: without a mesh this is the plain call (fn's
+    own output); on a mesh of this process's devices, `run_sharded`; on a mesh spanning
+    several processes, every process holds the same arrays and passes its `process_share`
+    to `run_sharded`. Either way every process gets every question's result, as numpy
+    arrays bitwise equal to the plain call's. Bind static arguments of `fn` with `bound`, so
+    that the same object comes back and its compiled program is reused.
+
+    Args:
+        fn, axis, out_axis, replicated: as in `run_sharded`.
+        *arrays: pytrees holding every question.
+        mesh: a `question_mesh`, or None.
+    """
+    if mesh is None:
+        return fn(*arrays, *replicated)
+    if mesh.is_multi_process:
+        axes = _argument_axes(axis, out_axis, len(arrays))
+        share = process_share(_question_count(arrays, axes))
+        arrays = tuple(
+            jax.tree_util.tree_map(
+                lambda x, a=a: np.asarray(x)[(slice(None),) * a + (share,)], tree
+            )
+            for tree, a in zip(arrays, axes, strict=True)
+        )
+    return run_sharded(fn, *arrays, mesh=mesh, axis=axis, out_axis=out_axis, replicated=replicated)
+
+
+bound = functools.lru_cache(maxsize=64)(functools.partial)
+"""`functools.partial`, one object per (function, bound arguments): `run_on_mesh` and
+`run_sharded` reuse the compiled program of a function bound again to the same values."""
 
 
 def _argument_axes(axis, out_axis, num_arrays: int) -> tuple[int, ...]:
@@ -273,9 +360,9 @@ def _question_count(arrays: tuple, axes: tuple[int, ...]) -> int:
     return lengths.pop()
 
 
-def _process_counts(local_count: int) -> list[int]:
-    """The question count of every process, in process order."""
-    if jax.process_count() == 1:
+def _process_counts(local_count: int, mesh: Mesh) -> list[int]:
+    """The question count of every process of `mesh`, in process order."""
+    if not mesh.is_multi_process:
         return [local_count]
     return [int(c) for c in multihost_utils.process_allgather(np.int64(local_count))]
 

@@ -84,10 +84,17 @@ def write_jsonl_records(
     return atomic_write_text(path, write)
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(
+    path: str | os.PathLike, records: slice | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields (line number, object) for each non-blank line of a JSONL file.
 
     A UTF-8 byte order mark and Windows line ends are read as plain UTF-8 text.
+
+    Args:
+        path: the file.
+        records: only the records (non-blank lines, counted from 0) in this slice (step 1)
+            are parsed and yielded; the others are skipped unparsed. None: every record.
 
     Raises:
         FileNotFoundError: if the file does not exist.
@@ -97,13 +104,40 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    start = 0 if records is None else records.start or 0
+    stop = math.inf if records is None or records.stop is None else records.stop
+    index = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            record = _json_line(raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw)
+            raw = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
+            if index >= stop:
+                return
+            if index < start:
+                index += not _blank(raw)
+                continue
+            record = _json_line(raw)
             if isinstance(record, str):
                 raise ValueError(f"{path}:{number}: {record}")
             if record is not None:
+                index += 1
                 yield number, record
+
+
+def count_jsonl_records(path: str | os.PathLike) -> int:
+    """The number of records (non-blank lines) of a JSONL file, without parsing them."""
+    with open(path, "rb") as handle:
+        return sum(
+            not _blank(raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw)
+            for number, raw in enumerate(handle, start=1)
+        )
+
+
+def _blank(raw: bytes) -> bool:
+    """The line holds only whitespace (bytes that are not UTF-8 are not blank)."""
+    try:
+        return not raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return False
 
 
 def _json_line(raw: bytes) -> dict[str, Any] | str | None:

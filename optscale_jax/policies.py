@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from optscale_jax import estimation, nstar, truncnorm, validation
+from optscale_jax import devices, estimation, nstar, truncnorm, validation
 
 __all__ = [
     "Decision",
@@ -777,25 +777,36 @@ def _check_grid(mask, s_min, alpha, min_samples, peek, max_n, shape=None) -> Non
     validation.check_max_n(max_n)
 
 
-def _optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell=None):
-    """`optscale_grid` without the checks."""
+def _optscale_grid(
+    fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell=None, mesh=None, axis=0
+):
+    """`optscale_grid` without the checks; each s_min's cells sharded over `mesh` unless it
+    is None (`devices.run_on_mesh`; `axis`: the question axis of the fits and mask)."""
     cells = _grid_cells(s_min, alpha, min_samples, peek)
     if not cells:
         return cells, jnp.zeros((0, *np.shape(mask)[:-1]), jnp.int32)
     dtype = fit.mu.dtype
-    alphas = jnp.asarray(alpha, dtype)
-    ms = jnp.asarray(min_samples, jnp.int32)
-    peeks = jnp.asarray(peek, jnp.int32)
+    thresholds = (
+        jnp.asarray(alpha, dtype), jnp.asarray(min_samples, jnp.int32), jnp.asarray(peek, jnp.int32)
+    )  # fmt: skip
+    cells_of = devices.bound(_cells_of_s_min, **_grid_statics(max_n, alpha, min_samples, peek))
     # The truncation-point terms of log F are shared by every s_min.
-    ends = truncnorm.endpoints(fit.mu, fit.sigma)
+    ends = truncnorm.endpoints(jnp.asarray(fit.mu), jnp.asarray(fit.sigma))
 
     def stops_of(s):
-        return _cells_of_s_min(
-            fit.mu, fit.sigma, ends, mask, jnp.asarray(s, dtype), alphas, ms, peeks, max_n,
-            num_alpha=len(alpha), num_m=len(min_samples), num_peek=len(peek),
+        return devices.run_on_mesh(
+            cells_of, fit.mu, fit.sigma, ends, mask, mesh=mesh, axis=axis, out_axis=axis + 2,
+            replicated=(jnp.asarray(s, dtype), *thresholds),
         )  # fmt: skip
 
     return cells, _stops_by_s_min(stops_of, s_min, len(alpha), on_cell)
+
+
+def _grid_statics(max_n, alpha, min_samples, peek) -> dict:
+    """The arguments of `_cells_of_s_min` and `_cells_of_log_miss` fixed by the grid's shape."""
+    return {
+        "max_n": max_n, "num_alpha": len(alpha), "num_m": len(min_samples), "num_peek": len(peek)
+    }  # fmt: skip
 
 
 def _stops_by_s_min(stops_of, s_min, num_alpha, on_cell):
@@ -833,22 +844,25 @@ def _optscale_grid_of_log_miss(
     peek,
     max_n,
     on_cell=None,
+    mesh=None,
+    axis=0,
 ):
     """`_optscale_grid` for any score law: `log_miss_at(s)` gives log P(X < s) under the
     fit of every prefix (`[..., K]`, the law's `log_miss`; see `optscale_jax.laws`), from
     which every cell stops at the first n >= max(m, N*_n) (N* as `laws.optimal_n`), or
-    reads N* at prefix k. Same cells and shapes as `_optscale_grid`."""
+    reads N* at prefix k. Same cells and shapes as `_optscale_grid`, and the same `mesh`."""
     cells = _grid_cells(s_min, alpha, min_samples, peek)
     if not cells:
         return cells, jnp.zeros((0, *np.shape(mask)[:-1]), jnp.int32)
     ms = jnp.asarray(min_samples, jnp.int32)
     peeks = jnp.asarray(peek, jnp.int32)
+    cells_of = devices.bound(_cells_of_log_miss, **_grid_statics(max_n, alpha, min_samples, peek))
 
     def stops_of(s):
         log_f = log_miss_at(s)
-        return _cells_of_log_miss(
-            log_f, mask, jnp.asarray(alpha, log_f.dtype), ms, peeks, max_n,
-            num_alpha=len(alpha), num_m=len(min_samples), num_peek=len(peek),
+        return devices.run_on_mesh(
+            cells_of, log_f, mask, mesh=mesh, axis=axis, out_axis=axis + 2,
+            replicated=(jnp.asarray(alpha, log_f.dtype), ms, peeks),
         )  # fmt: skip
 
     return cells, _stops_by_s_min(stops_of, s_min, len(alpha), on_cell)

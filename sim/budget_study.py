@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optscale_jax import allocation, optimal_n_from_log_cdf, policies, truncnorm
-from optscale_jax.sim import laws, populations, sharding
+from optscale_jax import allocation, devices, optimal_n_from_log_cdf, policies, truncnorm
+from optscale_jax.sim import laws, populations
 from optscale_jax.sim.studies import _conditional_se
 
 BUDGET_COLUMNS = (
@@ -191,7 +191,9 @@ def _population_rows(truth, budgets, shape, seed, progress, mesh) -> list[dict[s
     tuning_scores = _scores(truth, orders, samples, tuning_key)
     log_fs = tuple(
         # Questions on axis 1 of the scores [R, Q, K] and of log F.
-        jnp.asarray(sharding.run(_optscale0_log_f, x, mesh=mesh, axis=1, replicated=(s_min,)))
+        jnp.asarray(
+            devices.run_on_mesh(_optscale0_log_f, x, mesh=mesh, axis=1, replicated=(s_min,))
+        )
         for x in (tuning_scores, scores)
     )
     rows = []

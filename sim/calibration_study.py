@@ -37,7 +37,7 @@ import numpy as np
 
 from optscale_jax import calibration, validation
 from optscale_jax.replay import ReplayConfig, Setting, ltt_order, outcome_at, permute
-from optscale_jax.replay.engine import _run_methods
+from optscale_jax.replay.engine import _run_methods, sharded_over
 from optscale_jax.replay.selection import reference_cost_at_accuracy
 from optscale_jax.sim.logs import synthetic_log
 from optscale_jax.sim.populations import Population
@@ -121,6 +121,7 @@ def calibration_study(
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    mesh: Any = None,
 ) -> list[dict[str, Any]]:
     """Violation rate of Learn-then-Test, and of OptScale0's nominal promise, per truth.
 
@@ -139,6 +140,8 @@ def calibration_study(
         alphas: OptScale0's targets.
         seed: seeds the pools and the draws.
         progress: called with 1 after each truth (`len(truths(rhos, families))` in all).
+        mesh: a `devices.question_mesh`: the replay of each pool (prefix fits, grid cells,
+            votes) shards its members over it, with the same results; None: one device.
 
     Returns:
         Rows with the columns of `CALIBRATION_COLUMNS`.
@@ -150,7 +153,8 @@ def calibration_study(
     grid = _check(runs, n_cals, risks, epsilons, deltas, trials, paths, max_n, s_mins, alphas)
     rows = []
     for index, (family, rho) in enumerate(runs):
-        pool = _simulate_pool(population, family, float(rho), grid, seed + index)
+        with sharded_over(mesh):
+            pool = _simulate_pool(population, family, float(rho), grid, seed + index)
         draws = np.random.default_rng([seed, index])
         for n_cal in grid.n_cals:
             members = draws.integers(0, pool.samples.shape[1], (grid.trials, n_cal))

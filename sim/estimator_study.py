@@ -143,8 +143,7 @@ def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed, mesh):
     import jax
     import jax.numpy as jnp
 
-    from optscale_jax import FitStatus, fit_mle_stats, prefix_stats, truncnorm
-    from optscale_jax.sim import sharding
+    from optscale_jax import FitStatus, devices, fit_mle_stats, prefix_stats, truncnorm
 
     dtype = jnp.float32
     key_mu, key_sigma, key_scores, key_noise = jax.random.split(jax.random.key(seed), 4)
@@ -158,7 +157,7 @@ def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed, mesh):
     count, s1, s2 = count[:, columns], s1[:, columns], s2[:, columns]
 
     truth = (np.asarray(true_mu, np.float64), np.asarray(true_sigma, np.float64))
-    fit = sharding.run(fit_mle_stats, count, s1, s2, mesh=mesh)
+    fit = devices.run_on_mesh(fit_mle_stats, count, s1, s2, mesh=mesh)
     rows = _error_rows(
         "mle", None, prior_scale, ns, np.asarray(fit.mu, np.float64),
         np.asarray(fit.sigma, np.float64), np.asarray(fit.status) == FitStatus.AT_BOUND, *truth,
@@ -170,7 +169,7 @@ def _study(q, ns, prior_noises, prior_scale, mu_range, sigma_range, seed, mesh):
         prior_mu = true_mu + level * noise[0]
         # A prior centre for sigma must stay a valid scale.
         prior_sigma = jnp.maximum(true_sigma + level * noise[1], 0.01)
-        fit = sharding.run(
+        fit = devices.run_on_mesh(
             _map_fit(tuple(float(x) for x in prior_scale)),
             count, s1, s2, prior_mu[:, None], prior_sigma[:, None], mesh=mesh,
         )  # fmt: skip

@@ -3,9 +3,10 @@
 Every study takes `mesh=None`: without a mesh each call below is the plain call, the
 one-device code path as it always was. With a mesh:
 
-- `run` sends the elementwise-over-questions parts (fits, N*, a policy block) through
-  `devices.run_sharded`: every process simulates the same draws (one seed), passes its
-  share of the questions (`devices.process_share`) and receives every question's result.
+- `devices.run_on_mesh` sends the elementwise-over-questions parts (fits, N*, a policy
+  block) through `devices.run_sharded`: every process simulates the same draws (one seed),
+  passes its share of the questions (`devices.process_share`) and receives every
+  question's result.
 - `constrain` and `replicate` serve the Monte Carlo counts of the coverage study, whose
   draws are made inside the program: jax's partitionable threefry gives every element the
   same random bits whichever device makes it, so the draws are sharded over the mesh
@@ -16,7 +17,6 @@ Either way the results are bitwise those of one device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -26,42 +26,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from optscale_jax import devices
-
-
-def run(
-    fn: Callable[..., Any],
-    *arrays: Any,
-    mesh: Mesh | None,
-    axis: int | Sequence[int] = 0,
-    out_axis: int | tuple | None = None,
-    replicated: tuple = (),
-) -> Any:
-    """fn(*arrays, *replicated), its question axis sharded over `mesh` unless it is None.
-
-    Args:
-        fn: elementwise over the question axis of `arrays` and of its outputs; the same
-            object on every call (its compiled program is cached by identity).
-        *arrays: pytrees holding every question (the same on every process).
-        mesh: a `devices.question_mesh`, or None for the plain call.
-        axis: the question axis of every array, or one per array.
-        out_axis: the question axis of the outputs (`devices.run_sharded`).
-        replicated: arguments without a question axis, passed after `arrays`.
-
-    Returns:
-        fn's output: as fn returns it without a mesh, as numpy arrays with one.
-    """
-    if mesh is None:
-        return fn(*arrays, *replicated)
-    axes = (axis,) * len(arrays) if isinstance(axis, int) else tuple(axis)
-    count = np.shape(jax.tree_util.tree_leaves(arrays[0])[0])[axes[0]]
-    share = devices.process_share(count)
-    local = [
-        jax.tree_util.tree_map(lambda x, a=a: np.asarray(x)[(slice(None),) * a + (share,)], tree)
-        for tree, a in zip(arrays, axes, strict=True)
-    ]
-    return devices.run_sharded(
-        fn, *local, mesh=mesh, axis=axis, out_axis=out_axis, replicated=replicated
-    )
 
 
 def constrain(x: jax.Array, mesh: Mesh | None, axis: int | None) -> jax.Array:

@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 from optscale_jax import (
     confidence,
+    devices,
     optimal_n,
     optimal_n_from_log_cdf,
     policies,
@@ -138,7 +139,7 @@ def _coverage_cells(mu, sigma, s_mins, alphas, rhos, max_n, mesh=None) -> _Cover
         )
     )
     cm, cs, cq, ca, cr = (np.array(c, np.float64) for c in zip(*given, strict=True))
-    forms = sharding.run(_closed_forms, cm, cs, cq, ca, mesh=mesh, replicated=(max_n,))
+    forms = devices.run_on_mesh(_closed_forms, cm, cs, cq, ca, mesh=mesh, replicated=(max_n,))
     n_star, nominal, nominal_less, log_f, z_min = (np.asarray(x) for x in forms)
     return _CoverageCells(given, cr, n_star.astype(np.int64), nominal, nominal_less, log_f, z_min)
 
@@ -628,7 +629,7 @@ def _simulate_policies(
         scores = laws.sample_exchangeable(law, sample_key, shape, truth.rho)
         # Questions on axis 0 of the scores, last of the oracles' N*, 1 of the priors; out
         # on axis 3 of the stats ([policies, S, A, c]) and 1 of the curves ([S, c, K]).
-        stats, curves = sharding.run(
+        stats, curves = devices.run_on_mesh(
             _policy_program(grid),
             scores,
             jnp.asarray(truth.oracle_n[..., index], jnp.int32),

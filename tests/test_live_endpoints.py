@@ -6,7 +6,9 @@ fail) is checked against small stub servers that answer like vLLM's chat-complet
 endpoint with texts made from the request's seed. Then two real `vllm serve` processes on
 127.0.0.1 serve a tiny model to `optscale sample` with both endpoints, one is killed after
 the first wave, and the log must still hold every (question, sample_index) exactly once,
-with the samples the surviving server gives for the same seeds, and replay.
+with the samples the surviving server gives for the same seeds, and replay. Both servers
+come from conftest.py, started together: the survivor is the session's shared one
+(`vllm_server`), the killed one (`vllm_server_to_kill`) serves no other test.
 """
 
 from __future__ import annotations
@@ -14,36 +16,24 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
 pytest.importorskip("openai")
 
+from live_models import LIVE_ENV as ENV  # noqa: E402
+from live_models import free_port as _free_port  # noqa: E402
+from live_models import kill_server  # noqa: E402
+
 from optscale_jax.io import read_jsonl, write_jsonl_records  # noqa: E402
 from optscale_jax.live.samplers import EndpointsFailedError, OpenAISampler  # noqa: E402
 
 OPTSCALE = [str(pathlib.Path(sys.executable).with_name("optscale"))]
-ENV = {
-    **os.environ,
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "HF_HUB_OFFLINE": "1",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- stub servers
@@ -242,60 +232,9 @@ def test_all_servers_down_stops_with_whole_waves_only(tiny, tmp_path):
     assert not log.exists() or log.read_bytes() == b""
 
 
-def _serve(model: pathlib.Path, log_path: pathlib.Path) -> tuple[subprocess.Popen, str]:
-    """Starts `vllm serve` (its module: vllm-cpu's console script exits) in its own session."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "256", "--served-model-name", "tiny",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_healthy(process: subprocess.Popen, url: str, log_path: pathlib.Path, deadline: float):
-    while True:
-        assert process.poll() is None, log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, "vllm serve did not start in time"
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-
-
-def _kill(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from live_models import build_model
-
-    return build_model(tmp_path_factory.mktemp("tiny") / "llama", family="llama", seed=11)
-
-
-@pytest.fixture(scope="module")
-def two_servers(tiny, tmp_path_factory):
-    pytest.importorskip("vllm")
-    folder = tmp_path_factory.mktemp("endpoints")
-    servers = [_serve(tiny, folder / f"serve{i}.log") for i in range(2)]
-    try:
-        deadline = time.monotonic() + 240
-        for i, (process, url) in enumerate(servers):
-            _wait_healthy(process, url, folder / f"serve{i}.log", deadline)
-        yield servers
-    finally:
-        for process, _ in servers:
-            _kill(process)
+def tiny(tiny_llama):
+    return tiny_llama
 
 
 def _kill_after_first_wave(log: pathlib.Path, process: subprocess.Popen, killed: list):
@@ -303,16 +242,16 @@ def _kill_after_first_wave(log: pathlib.Path, process: subprocess.Popen, killed:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if log.is_file() and b"\n" in log.read_bytes():
-            _kill(process)
+            kill_server(process)
             killed.append(time.monotonic())
             return
         time.sleep(0.02)
 
 
 @pytest.mark.live
-def test_a_killed_server_loses_no_sample(tiny, two_servers, tmp_path):
+def test_a_killed_server_loses_no_sample(tiny, vllm_server, vllm_server_to_kill, tmp_path):
     model = tiny
-    [(_, survivor_url), (victim, victim_url)] = two_servers
+    survivor_url, (victim, victim_url) = vllm_server, vllm_server_to_kill
     prompts = write_jsonl_records(SHORT_PROMPTS, tmp_path / "prompts.jsonl")
     log = tmp_path / "run.jsonl"
     killed: list[float] = []

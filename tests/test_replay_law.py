@@ -71,8 +71,11 @@ def test_law_column_and_families_on_the_command_line(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["law"] == ["beta-atoms", "auto"]
     assert set(summary["methods"]) == set(by_method)
+    # Counts of the fitted prefixes (so a streamed replay adds them up), as the statuses.
     chosen = summary["diagnostics"]["optscale0[auto]_law_chosen"]
-    assert set(chosen) == set(laws.PARAMETRIC_LAWS) and sum(chosen.values()) == pytest.approx(1)
+    statuses = summary["diagnostics"]["optscale0[auto]_fit_status"]
+    assert set(chosen) == set(laws.PARAMETRIC_LAWS)
+    assert sum(chosen.values()) == sum(statuses.values()) > 0
     assert "optscale0[auto]" in capsys.readouterr().out
 
 

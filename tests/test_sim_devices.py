@@ -1,7 +1,7 @@
 """`optscale simulate ... --devices N` and over two processes writes one device's files.
 
 Forced host devices (`--xla_force_host_platform_device_count`) only take effect before jax
-starts, so the sharded runs are subprocesses: one with 4 devices (coverage and adaptive),
+starts, so the sharded runs are subprocesses: one with 4 devices (coverage, adaptive, calibration),
 and two processes joined by `jax.distributed` on 127.0.0.1 with 2 devices each (coverage).
 They start together and run while this process computes the one-device reference, so the
 compilations overlap. Every run writes to the same relative `--out` from its own folder:
@@ -27,6 +27,9 @@ STUDIES = {
     "--rho 0 0.5 --trials 300 --seed 1",
     "adaptive": "--population grid --mu 0.3 0.5 0.6 0.7 0.8 0.9 0.95 --sigma 0.1 --s-min 0.9 "
     "--alpha 0.9 --paths 2 --max-n 4 --peek 2 --prior-noise 0.1 --seed 1",
+    # Its pools are replayed by replay's methods, sharded through `replay.sharded_over`.
+    "calibration": "--population grid --mu 0.5 0.7 0.9 --sigma 0.1 --rho 0 --families beta "
+    "--n-cals 5 --trials 20 --paths 3 --max-n 8 --s-min 0.8 --alpha 0.9 --seed 1",
 }
 FILES = {study: [f"{study}/{study}.csv", f"{study}/{study}.json"] for study in STUDIES}
 # The only field allowed to differ: wall time.

@@ -22,9 +22,12 @@ __all__ = ["first_value", "is_json_array", "json_array_items", "json_lines"]
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-def json_lines(path: pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each non-blank line of a JSONL file: `optscale_jax.io.iter_jsonl`."""
-    return _io.iter_jsonl(path)
+def json_lines(
+    path: pathlib.Path, records: slice | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL file (of those in `records`):
+    `optscale_jax.io.iter_jsonl`."""
+    return _io.iter_jsonl(path, records)
 
 
 def json_array_items(path: pathlib.Path) -> Iterator[tuple[int, Any]]:

@@ -1,8 +1,10 @@
 """Runs the methods of the table on an ordered log: every method x setting -> `Outcomes`.
 
-Inside `sharded_over(mesh)` the OptScale prefix fits and grid cells of every replay run in
-this context (`evaluate`, `evaluate_stream`) shard their question axis over the mesh; the
-results, and so every file, are bitwise those of one device.
+Inside `sharded_over(mesh)` the per-question work of every replay run in this context
+(`evaluate`, `evaluate_stream`) shards its question axis over the mesh: the prefix fits
+and grid cells of every score law, the votes (sc, wmv, esc, asc), best-of-N's running best
+and the oracle; not the budget methods' allocations, which share a budget across
+questions. The results, and so every file, are bitwise those of one device.
 """
 
 from __future__ import annotations

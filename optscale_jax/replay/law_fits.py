@@ -19,6 +19,10 @@ with a score at exactly 0 or 1 (it gives them no mass), so such prefixes go to a
 Priors: OptScalet's priors (`replay.priors`) are truncated-normal (mu, sigma) priors; they
 are priors of `tn` and of the continuous part of `tn-atoms` (`PRIOR_LAWS`). The other laws
 have none in the replay: OptScalet does not run with them.
+
+Devices: given a `devices.question_mesh` (`mesh=`), the prefix fits, the AIC and
+log P(X < s_min) run with the questions (axis 1) sharded over it (`policies._on_mesh`),
+bitwise the same as on one device.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from optscale_jax import devices
 
 DEFAULT_LAW = "tn"
 AUTO = "auto"
@@ -77,9 +83,13 @@ class PrefixFits(NamedTuple):
     status: Any
     choice: Any = None
 
-    def log_miss(self, s_min: float) -> Any:
-        """log P(X < s_min) under the fit of every prefix (of its chosen law, with auto)."""
-        return _log_miss(self.laws, self.params, self.choice, s_min)
+    def log_miss(self, s_min: float, mesh: Any = None) -> Any:
+        """log P(X < s_min) under the fit of every prefix (of its chosen law, with auto); the
+        question axis (1) sharded over `mesh` unless it is None (bitwise the same)."""
+        return devices.run_on_mesh(
+            devices.bound(_log_miss, self.laws), self.params, self.choice, mesh=mesh,
+            axis=1, replicated=(s_min,),
+        )  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnames="laws")
@@ -106,7 +116,9 @@ def tn_prior(prior: Any, shape: tuple[int, ...]) -> Any:
     )
 
 
-def law_prefix_fits(law_name: str, scores: Any, mask: Any, prior: Any = None) -> PrefixFits:
+def law_prefix_fits(
+    law_name: str, scores: Any, mask: Any, prior: Any = None, mesh: Any = None
+) -> PrefixFits:
     """Every prefix fitted by `law_name` (not auto) in one batched call.
 
     Args:
@@ -114,6 +126,8 @@ def law_prefix_fits(law_name: str, scores: Any, mask: Any, prior: Any = None) ->
         scores: `[R, Q, K]` scores.
         mask: `[R, Q, K]` bool prefix mask.
         prior: the replay's prior (only for `PRIOR_LAWS`), or None for the MLE.
+        mesh: a `devices.question_mesh` to shard the questions (axis 1) over (bitwise the
+            same fits), or None.
 
     Returns:
         PrefixFits of the one law.
@@ -121,9 +135,16 @@ def law_prefix_fits(law_name: str, scores: Any, mask: Any, prior: Any = None) ->
     from optscale_jax import laws
 
     law = laws.get_law(law_name)
-    law_prior = None if prior is None else tn_prior(prior, np.shape(mask)[:-1])
-    params, status = law.fit(law.prefix_stats(scores, mask), law_prior)
+    # The prior broadcast to [R, Q, 1]: it has the question axis of the scores.
+    law_prior = () if prior is None else (tn_prior(prior, np.shape(mask)[:-1]),)
+    fit = devices.bound(_fit_prefixes, law)
+    params, status = devices.run_on_mesh(fit, scores, mask, *law_prior, mesh=mesh, axis=1)
     return PrefixFits((law,), (params,), status)
+
+
+def _fit_prefixes(law: Any, scores: Any, mask: Any, prior: Any = None) -> tuple[Any, Any]:
+    """`law`'s (params, status) of every prefix."""
+    return law.fit(law.prefix_stats(scores, mask), prior)
 
 
 def tn_prefix_fits(fit: Any) -> PrefixFits:
@@ -133,20 +154,26 @@ def tn_prefix_fits(fit: Any) -> PrefixFits:
     return PrefixFits((laws.get_law("tn"),), (laws.tn.TNParams(fit.mu, fit.sigma),), fit.status)
 
 
-def auto_prefix_fits(fits: Sequence[PrefixFits], scores: Any, mask: Any) -> PrefixFits:
+def auto_prefix_fits(
+    fits: Sequence[PrefixFits], scores: Any, mask: Any, mesh: Any = None
+) -> PrefixFits:
     """At every prefix, the law of least AIC among `fits` (module docstring).
 
     Args:
         fits: PrefixFits of one law each, in the order ties go.
         scores: `[R, Q, K]` scores.
         mask: `[R, Q, K]` bool prefix mask.
+        mesh: a `devices.question_mesh` to shard the questions (axis 1) over, or None.
 
     Returns:
         PrefixFits of all the laws, with the choice.
     """
     resolved = tuple(fit.laws[0] for fit in fits)
     params = tuple(fit.params[0] for fit in fits)
-    choice = prefix_aic(resolved, params, scores, mask).argmin(0)
+    aic = devices.run_on_mesh(
+        devices.bound(prefix_aic, resolved), params, scores, mask, mesh=mesh, axis=1, out_axis=2
+    )
+    choice = jnp.asarray(aic).argmin(0)
     statuses = jnp.stack([fit.status for fit in fits])
     status = jnp.take_along_axis(statuses, choice[None], 0)[0]
     return PrefixFits(resolved, params, status, choice)
@@ -170,8 +197,8 @@ def prefix_aic(laws: tuple[Any, ...], params: tuple[Any, ...], scores: Any, mask
     return jnp.stack(aics)
 
 
-def chosen_fractions(fits: PrefixFits, mask: np.ndarray) -> dict[str, float]:
-    """Auto: the fraction of the drawn prefixes at which each law was chosen."""
+def chosen_counts(fits: PrefixFits, mask: np.ndarray) -> dict[str, int]:
+    """Auto: the number of drawn prefixes at which each law was chosen (counts, so that a
+    streamed replay adds them up block by block)."""
     choice = np.asarray(fits.choice)[mask]
-    total = max(choice.size, 1)
-    return {law.name: float((choice == i).sum() / total) for i, law in enumerate(fits.laws)}
+    return {law.name: int((choice == i).sum()) for i, law in enumerate(fits.laws)}

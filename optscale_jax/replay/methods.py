@@ -5,6 +5,9 @@ reads, which `Setting` fields it varies (and which `ReplayConfig` grid gives the
 how many progress-bar steps it takes, and a function that returns its `Decisions` for every
 setting at once. The run functions get input the replay has validated already, so they
 call the policies' private, unvalidated bodies (`policies._esc`, `policies._prefix_fits`, ...).
+With `MethodInputs.mesh` they call them through `policies._on_mesh`, which shards the
+question axis (axis 1 of every `[R, Q, ...]` array) over the devices, bitwise the same;
+the budget methods' allocations are not sharded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from optscale_jax import devices
 from optscale_jax.replay.law_fits import DEFAULT_LAW, PRIOR_LAWS
 from optscale_jax.replay.orders import Replayed
 
@@ -88,8 +92,9 @@ class MethodInputs(NamedTuple):
         shared: results one method computes for another (the MLE prefix fits).
         budget: how the budget methods spend their budget (None: as `BudgetOptions()`).
         law: the score law a `takes_law` method fits (a name of `law_fits.law_choices()`).
-        mesh: a `devices.question_mesh` that the OptScale prefix fits and grid cells shard
-            their question axis over (bitwise the same results), or None: one device.
+        mesh: a `devices.question_mesh` that the per-question computations (prefix fits
+            of every law, grid cells, votes, running best, oracle) shard their question
+            axis over (bitwise the same results), or None: one device.
     """
 
     replayed: Replayed
@@ -216,9 +221,14 @@ def method_entry(name: str) -> Method:
 
 
 def _best_scored(inputs: MethodInputs) -> Any:
+    return _running_best(inputs.replayed.scores, inputs.mask, inputs.mesh)
+
+
+def _running_best(scores: Any, mask: Any, mesh: Any) -> Any:
+    """`policies._running_best` of `[R, Q, K]` scores, the questions sharded over `mesh`."""
     from optscale_jax import policies
 
-    return policies._running_best(inputs.replayed.scores, inputs.mask)
+    return devices.run_on_mesh(policies._running_best, scores, mask, mesh=mesh, axis=1)
 
 
 def _leading_votes(inputs: MethodInputs, weighted: bool) -> Any:
@@ -227,8 +237,9 @@ def _leading_votes(inputs: MethodInputs, weighted: bool) -> Any:
     replayed = inputs.replayed
     weights = replayed.scores if weighted else None
     return _by_order_chunks(
-        policies._vote_leaders, replayed.answers, replayed.answers, inputs.mask, weights
-    )
+        policies._vote_leaders, replayed.answers, inputs.mesh,
+        replayed.answers, inputs.mask, weights,
+    )  # fmt: skip
 
 
 def _run_fixed_n(
@@ -247,7 +258,10 @@ def _run_oracle(inputs: MethodInputs, grid: Mapping[str, tuple]) -> Decisions:
     from optscale_jax import policies
 
     ns = grid["n"]
-    decision = policies._oracle(inputs.replayed.correct, inputs.mask, np.asarray(ns)[:, None, None])
+    decision = devices.run_on_mesh(
+        policies._oracle, inputs.replayed.correct, inputs.mask, mesh=inputs.mesh, axis=1,
+        out_axis=2, replicated=(np.asarray(ns)[:, None, None],),
+    )  # fmt: skip
     inputs.advance(1)
     return Decisions([{"n": n} for n in ns], decision.samples, decision.chosen)
 
@@ -266,7 +280,9 @@ def _esc(inputs: MethodInputs, window: int) -> Any:
     from optscale_jax import policies
 
     answers = inputs.replayed.answers
-    return _by_order_chunks(policies._esc, answers, answers, inputs.mask, window, inputs.max_n)
+    return _by_order_chunks(
+        policies._esc, answers, inputs.mesh, answers, inputs.mask, window, inputs.max_n
+    )
 
 
 def _asc(inputs: MethodInputs, threshold: float) -> Any:
@@ -275,8 +291,9 @@ def _asc(inputs: MethodInputs, threshold: float) -> Any:
     answers = inputs.replayed.answers
     min_samples = 1
     return _by_order_chunks(
-        policies._asc, answers, answers, inputs.mask, threshold, min_samples, inputs.max_n
-    )
+        policies._asc, answers, inputs.mesh,
+        answers, inputs.mask, threshold, min_samples, inputs.max_n,
+    )  # fmt: skip
 
 
 def _run_each(
@@ -301,26 +318,27 @@ def _run_each(
 _VOTE_TALLY_BUDGET = 2**25
 
 
-def _by_order_chunks(policy: Callable, answers: np.ndarray, *args: Any) -> Any:
+def _by_order_chunks(policy: Callable, answers: np.ndarray, mesh: Any, *args: Any) -> Any:
     """Runs a private voting policy (`num_codes` keyword) on all orders at once, or in
-    chunks of orders if the tallies would be large; [R, ...] array arguments are sliced,
-    the rest passed as they are."""
+    chunks of orders if the tallies would be large, the questions sharded over `mesh`
+    unless it is None. `args` are the policy's [R, Q, ...] arrays (sliced by order, split
+    by question), then its other arguments (passed whole)."""
     import jax
 
     orders, questions, samples = answers.shape
     codes = max(int(answers.max(initial=-1)) + 1, 1)
     per_order = questions * samples * codes
     chunk = max(1, min(orders, _VOTE_TALLY_BUDGET // per_order))
+    split = sum(getattr(arg, "shape", ())[:1] == (orders,) for arg in args)
+    run = devices.bound(policy, num_codes=codes)
+
+    def call(arrays):
+        return devices.run_on_mesh(run, *arrays, mesh=mesh, axis=1, replicated=args[split:])
+
     if chunk == orders:
-        return policy(*args, num_codes=codes)
-
-    def piece(arg, start):
-        if getattr(arg, "shape", ())[:1] == (orders,):
-            return arg[start : start + chunk]
-        return arg
-
+        return call(args[:split])
     parts = [
-        jax.device_get(policy(*(piece(a, start) for a in args), num_codes=codes))
+        jax.device_get(call([arg[start : start + chunk] for arg in args[:split]]))
         for start in range(0, orders, chunk)
     ]
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
@@ -383,72 +401,21 @@ def _prefix_fits(replayed: Replayed, prior: Prior | None, mesh: Any = None) -> A
             np.broadcast_to(x, shape) for x in (prior_mu, prior_sigma, mu_scale, sigma_scale)
         )
         arrays += (centre_mu, centre_sigma, (scale_mu, scale_sigma))
-    if mesh is None:
-        return policies._prefix_fits(*arrays)
-    from optscale_jax import devices
-
     # [R, Q, ...] arrays: the questions are axis 1 of every input and output.
-    return devices.run_sharded(policies._prefix_fits, *arrays, mesh=mesh, axis=1)
+    return devices.run_on_mesh(policies._prefix_fits, *arrays, mesh=mesh, axis=1)
 
 
 def _optscale_cells(replayed, fit, s_min, alpha, min_samples, peek, max_n, on_cell, mesh=None):
     """`optscale_decisions` from prefix fits that are already there; the grid's question
     axis sharded over `mesh` unless it is None."""
-    import jax.numpy as jnp
-
     from optscale_jax import policies
 
-    scores, mask = jnp.asarray(replayed.scores), jnp.asarray(replayed.mask)
-    grid = policies._optscale_grid if mesh is None else functools.partial(_sharded_grid, mesh)
-    cells, samples = grid(fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell)
+    cells, samples = policies._optscale_grid(
+        fit, replayed.mask, s_min, alpha, min_samples, peek, max_n, on_cell, mesh, axis=1
+    )
     samples = np.asarray(samples)
-    chosen = _at_prefix(np.asarray(policies._running_best(scores, mask)), samples)
+    chosen = _at_prefix(np.asarray(_running_best(replayed.scores, replayed.mask, mesh)), samples)
     return cells, samples, chosen, fit
-
-
-def _sharded_grid(mesh, fit, mask, s_min, alpha, min_samples, peek, max_n, on_cell):
-    """`policies._optscale_grid` with each s_min's cells run over `mesh` (questions: axis 1
-    of the `[R, Q, K]` fits and mask, axis 3 of the `[A, M + P, R, Q]` stops)."""
-    import jax.numpy as jnp
-
-    from optscale_jax import devices, policies, truncnorm
-
-    cells = policies._grid_cells(s_min, alpha, min_samples, peek)
-    if not cells:
-        return policies._optscale_grid(fit, mask, s_min, alpha, min_samples, peek, max_n)
-    dtype = np.asarray(fit.mu).dtype
-    # The thresholds go whole to every device; the same program serves every s_min.
-    thresholds = (
-        jnp.asarray(alpha, dtype), jnp.asarray(min_samples, jnp.int32), jnp.asarray(peek, jnp.int32)
-    )  # fmt: skip
-    cells_of = _cells_program(max_n, len(alpha), len(min_samples), len(peek))
-    ends = truncnorm.endpoints(jnp.asarray(fit.mu), jnp.asarray(fit.sigma))
-
-    def stops_of(s):
-        return jnp.asarray(
-            devices.run_sharded(
-                cells_of, fit.mu, fit.sigma, ends, mask, mesh=mesh, axis=1, out_axis=3,
-                replicated=(jnp.asarray(s, dtype), *thresholds),
-            )
-        )  # fmt: skip
-
-    return cells, policies._stops_by_s_min(stops_of, s_min, len(alpha), on_cell)
-
-
-@functools.lru_cache(maxsize=16)
-def _cells_program(max_n, num_alpha, num_m, num_peek) -> Callable:
-    """`policies._cells_of_s_min` with its static arguments bound, one object per grid shape
-    (so `devices.run_sharded` reuses its compiled program); arguments (mu, sigma, ends,
-    mask, s_min, alphas, ms, peeks)."""
-    from optscale_jax import policies
-
-    def cells_of(mu, sigma, ends, mask, s_min, alphas, ms, peeks):
-        return policies._cells_of_s_min(
-            mu, sigma, ends, mask, s_min, alphas, ms, peeks, max_n,
-            num_alpha=num_alpha, num_m=num_m, num_peek=num_peek,
-        )  # fmt: skip
-
-    return cells_of
 
 
 def _run_optscale(rule: str, inputs: MethodInputs, grid: Mapping[str, tuple]) -> Decisions:
@@ -475,17 +442,15 @@ def _run_optscale(rule: str, inputs: MethodInputs, grid: Mapping[str, tuple]) ->
 def _law_cells(inputs: MethodInputs, fit: Any, grid: Mapping[str, tuple], values: dict) -> tuple:
     """(cells, samples [cells, R, Q], chosen [cells, R, Q]) of OptScale under a law's
     `law_fits.PrefixFits`: the stop at n >= max(m, N*_n), N* from the law's log P(X < s_min)."""
-    import jax.numpy as jnp
-
     from optscale_jax import policies
 
     cells, samples = policies._optscale_grid_of_log_miss(
-        fit.log_miss, inputs.mask, grid["s_min"], grid["alpha"], values["m"], values["k"],
-        inputs.max_n, inputs.advance,
+        functools.partial(fit.log_miss, mesh=inputs.mesh), inputs.mask, grid["s_min"],
+        grid["alpha"], values["m"], values["k"], inputs.max_n, inputs.advance, inputs.mesh,
+        axis=1,
     )  # fmt: skip
     samples = np.asarray(samples)
-    scores = jnp.asarray(inputs.replayed.scores)
-    chosen = _at_prefix(np.asarray(policies._running_best(scores, inputs.mask)), samples)
+    chosen = _at_prefix(np.asarray(_best_scored(inputs)), samples)
     return cells, samples, chosen
 
 
@@ -501,20 +466,20 @@ def _law_fits(inputs: MethodInputs, law: str, prior: Prior | None) -> Any:
     scores = np.asarray(inputs.replayed.scores)
     if law == law_fits.AUTO:
         each = [_law_fits(inputs, name, None) for name in laws.PARAMETRIC_LAWS]
-        fit = law_fits.auto_prefix_fits(each, scores, inputs.mask)
+        fit = law_fits.auto_prefix_fits(each, scores, inputs.mask, inputs.mesh)
     elif law == DEFAULT_LAW:
         fit = law_fits.tn_prefix_fits(_shared_fit(inputs, prior))
     else:
-        fit = law_fits.law_prefix_fits(law, scores, inputs.mask, prior)
+        fit = law_fits.law_prefix_fits(law, scores, inputs.mask, prior, inputs.mesh)
     if prior is None:
         inputs.shared[key] = fit
     return fit
 
 
-def _chosen(fit: Any, inputs: MethodInputs) -> dict[str, float]:
+def _chosen(fit: Any, inputs: MethodInputs) -> dict[str, int]:
     from optscale_jax.replay import law_fits
 
-    return law_fits.chosen_fractions(fit, inputs.replayed.mask)
+    return law_fits.chosen_counts(fit, inputs.replayed.mask)
 
 
 def _shared_fit(inputs: MethodInputs, prior: Prior | None) -> Any:
