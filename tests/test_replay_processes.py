@@ -9,12 +9,12 @@ blocks a round before process 1 and the lockstep gather sees a process with noth
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from live_models import free_port
 
 from optscale_jax import io
 from optscale_jax.experiments import cli
@@ -63,14 +63,8 @@ def log_path(tmp_path_factory):
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_processes_write_one_processs_files(log_path, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         XLA_FLAGS="--xla_force_host_platform_device_count=2",

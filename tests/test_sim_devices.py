@@ -14,11 +14,11 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
+from live_models import free_port
 
 from optscale_jax.experiments.cli import main
 
@@ -66,17 +66,11 @@ def _start(argvs: list[list[str]], folder, device_count: int) -> subprocess.Pope
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Folders of the one-device, 4-device and two-process (process 0, process 1) runs."""
     root = tmp_path_factory.mktemp("sim-devices")
-    port = str(_free_port())
+    port = str(free_port())
     joined = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id"]
     workers = {
         "four": _start([_argv(study, "--devices", "4") for study in STUDIES], root / "four", 4),
