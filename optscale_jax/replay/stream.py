@@ -127,7 +127,9 @@ def _outline(shares: list[dict[str, Any]], path: str | os.PathLike) -> LogOutlin
     placeholder = np.zeros((0, max(share["samples"] for share in shares)))
     fields = {
         name: placeholder if has else None
-        for name, has in zip(_OPTIONAL_FIELDS, present or [False] * 5, strict=True)
+        for name, has in zip(
+            _OPTIONAL_FIELDS, present or [False] * len(_OPTIONAL_FIELDS), strict=True
+        )
     }
     mask = np.zeros(placeholder.shape, bool)
     tied = None if None in ties else sum(ties)
